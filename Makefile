@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= mbr-work
+# ImageNet weights: Keras downloads them into ~/.keras/models on first use. Where a folder of
+# pre-fetched weights sits beside the checkout (offline machines), use it.
+ifneq ($(wildcard ../shared/keras_home/models),)
+export KERAS_HOME ?= $(abspath ../shared/keras_home)
+endif
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/mbr-bench synth $(WORKDIR)/synthetic
+	$(BIN)/mbr-bench dataset check $(WORKDIR)/synthetic/dataset.yaml
+	$(BIN)/mbr-bench embed --dataset $(WORKDIR)/synthetic/dataset.yaml --backbone pose
+	$(BIN)/mbr-bench embed --dataset $(WORKDIR)/synthetic/dataset.yaml --backbone mobilenet_v2
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache *.egg-info

@@ -1,0 +1,1 @@
+"""The harness: datasets, backbones, embedding cache, and (next) heads, searches and leaderboards."""

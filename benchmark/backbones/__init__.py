@@ -1,0 +1,24 @@
+"""Backbones: frame -> embedding. Importing this package registers every built-in backbone."""
+
+from mbr_bench.benchmark.backbones import keras_apps, pose  # noqa: F401  (registration side effect)
+from mbr_bench.benchmark.backbones.base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
+
+__all__ = ["BACKBONES", "Backbone", "ImageBackbone", "PoseBackbone"]
+
+
+def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201
+    """Build a registered backbone, taking pose settings (centre, heading) from `dataset` if given."""
+    factory = BACKBONES.get(name)
+    if isinstance(factory, type) and issubclass(factory, PoseBackbone):
+        if dataset is not None:
+            params.setdefault("centre", dataset.crop.centre)
+            params.setdefault("heading", dataset.heading)
+            params.setdefault("min_likelihood", dataset.crop.min_likelihood)
+        if weights is not None:
+            params["weights"] = weights
+    elif weights is not None:
+        params["weights"] = weights
+    return factory(**params)
+
+
+__all__ += ["build_backbone"]

@@ -1,0 +1,197 @@
+"""The `mbr-bench` command. Heavy libraries (TensorFlow, OpenCV, pandas) load inside subcommands,
+so `mbr-bench --help` starts in a fraction of a second."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mbr_bench import __version__
+from mbr_bench.benchmark.errors import MbrError
+
+DEFAULT_WORKDIR = "mbr-work"
+
+
+def _workdir(args: argparse.Namespace) -> Path:
+    return Path(args.workdir or os.environ.get("MBR_BENCH_WORKDIR") or DEFAULT_WORKDIR)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ---------------------------------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.data.synthetic import generate
+
+    manifest = generate(args.out, n_videos=args.videos, n_frames=args.frames, seed=args.seed, n_test=args.test)
+    print(f"wrote {manifest}")
+    print(f"next: mbr-bench dataset check {manifest}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- dataset check
+def cmd_dataset_check(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.data.check import check_dataset
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.table import format_table
+
+    dataset = load_dataset(args.path)
+    report = check_dataset(dataset, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(_report_json(report), indent=2))
+        return 0
+    print(f"dataset {dataset.name} ({dataset.path}): {len(report.videos)} videos, behaviours: "
+          f"{', '.join(dataset.behaviours) or '(none)'}; crop {dataset.crop.mode} {dataset.crop.size}px")
+    headers = ["video", "split", "frames", "fps", "resolution", "body parts"]
+    for behaviour in dataset.behaviours:
+        headers += [f"{behaviour} +frames", "%", "bouts", "mean bout"]
+    rows = []
+    for video in report.videos:
+        row: list[object] = [
+            video.id, video.split or "-", video.frames, f"{video.fps:g}", f"{video.width}x{video.height}",
+            ",".join(video.bodyparts) if video.bodyparts else "-",
+        ]
+        for behaviour in dataset.behaviours:
+            stats = video.behaviours.get(behaviour)
+            row += [stats.positives, f"{stats.percent:.1f}", stats.bouts, f"{stats.mean_bout:.1f}"] if stats else ["-"] * 4
+        rows.append(row)
+    print(format_table(headers, rows))
+    for note in report.notes:
+        print(f"note: {note}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("ok" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
+    return 0
+
+
+def _report_json(report) -> dict:  # noqa: ANN001
+    from dataclasses import asdict
+
+    return {
+        "dataset": str(report.dataset.path),
+        "behaviours": list(report.dataset.behaviours),
+        "videos": [asdict(video) for video in report.videos],
+        "warnings": report.warnings,
+        "notes": report.notes,
+    }
+
+
+# ---------------------------------------------------------------------------------------- embed
+def cmd_embed(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from dataclasses import replace
+
+    from mbr_bench.benchmark.backbones import build_backbone
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.features.embed import embed_dataset
+    from mbr_bench.benchmark.table import format_table
+
+    dataset = load_dataset(args.dataset)
+    crop = dataset.crop
+    if args.crop_mode or args.crop_size:
+        crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
+        dataset = replace(dataset, crop=crop)
+    cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else _workdir(args) / "cache")
+    progress = not args.no_progress and sys.stderr.isatty()
+    rows = []
+    for name in args.backbone:
+        backbone = build_backbone(name, dataset, weights=args.weights)
+        for result in embed_dataset(dataset, backbone, cache, crop=crop, batch_size=args.batch_size,
+                                    video_ids=args.videos, progress=progress):
+            rows.append({"backbone": name, "weights": backbone.weights_id, **result.as_dict()})
+    if args.json:
+        print(json.dumps({"dataset": str(dataset.path), "cache_dir": str(cache.root), "videos": rows}, indent=2))
+        return 0
+    print(format_table(
+        ["backbone", "video", "frames", "dim", "computed now", "seconds", "frames/s", "cache path"],
+        [[r["backbone"], r["video_id"], r["frames"], r["dim"], r["computed"], f"{r['seconds']:.2f}",
+          f"{r['computed'] / r['seconds']:.0f}" if r["computed"] else "cached", r["path"]] for r in rows],
+    ))
+    computed = sum(r["computed"] for r in rows)
+    print(f"{computed} frames computed, {sum(r['frames'] for r in rows) - computed} read from {cache.root}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ backbones
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone
+    from mbr_bench.benchmark.table import format_table
+
+    rows = []
+    for name in BACKBONES.list():
+        factory = BACKBONES.get(name)
+        if isinstance(factory, type) and issubclass(factory, ImageBackbone):
+            rows.append([name, "image", f"{factory.default_input_size}px", factory.output_dim, factory.preprocessing])
+        else:
+            rows.append([name, "pose", "pose file", "by body parts", "engineered pose features"])
+    print(format_table(["name", "input", "size", "dim", "preprocessing"], rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbr-bench",
+        description="Benchmark mouse behaviour recognition models (backbone x temporal head) on annotated videos.",
+    )
+    parser.add_argument("--version", action="version", version=f"mbr-bench {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    synth = commands.add_parser("synth", help="write the built-in synthetic open-field dataset")
+    synth.add_argument("out", type=Path, help="output folder (gets videos/, poses/, labels/, dataset.yaml)")
+    synth.add_argument("--videos", type=int, default=6, help="number of videos (default: 6)")
+    synth.add_argument("--frames", type=int, default=1500, help="frames per video at 10 fps (default: 1500)")
+    synth.add_argument("--test", type=int, default=2, help="videos held out as the test split (default: 2)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.set_defaults(func=cmd_synth)
+
+    dataset = commands.add_parser("dataset", help="inspect a dataset manifest")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    check = dataset_commands.add_parser("check", help="read every file of a dataset.yaml and report per video")
+    check.add_argument("path", type=Path, help="dataset.yaml (or the folder holding it)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=cmd_dataset_check)
+
+    embed = commands.add_parser("embed", help="compute (or reuse) per-frame embeddings for a dataset")
+    embed.add_argument("--dataset", required=True, type=Path, help="dataset.yaml")
+    embed.add_argument("--backbone", required=True, nargs="+", metavar="NAME",
+                       help="one or more backbones (see `mbr-bench backbones`)")
+    embed.add_argument("--weights", default=None,
+                       help="imagenet (default for CNNs; Keras downloads once), none, or a weights file path")
+    embed.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default: 32)")
+    embed.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids")
+    embed.add_argument("--crop-mode", choices=["pose", "tracker", "full"], help="override crop.mode of the manifest")
+    embed.add_argument("--crop-size", type=int, help="override crop.size (pixels) of the manifest")
+    embed.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    embed.add_argument("--cache-dir", help="embedding cache (default: WORKDIR/cache)")
+    embed.add_argument("--json", action="store_true", help="print the per-video summary as JSON")
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    embed.set_defaults(func=cmd_embed)
+
+    backbones = commands.add_parser("backbones", help="list registered backbones")
+    backbones.set_defaults(func=cmd_backbones)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MbrError as error:
+        print(f"mbr-bench: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("mbr-bench: interrupted; finished cache entries are kept, the unfinished one was discarded",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

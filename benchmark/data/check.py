@@ -1,0 +1,126 @@
+"""`mbr-bench dataset check`: read every file a manifest names and prove they agree.
+
+The first problem found stops the check with a DataError (file, problem, fix); softer findings
+(a behaviour absent from a training video, a lying container header) come back as warnings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbr_bench.benchmark.data.labels import bout_spans, label_names, read_labels
+from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
+from mbr_bench.benchmark.data.pose import centre_track, read_pose
+from mbr_bench.benchmark.data.video import count_frames, probe_video
+from mbr_bench.benchmark.errors import DataError
+
+
+@dataclass(frozen=True)
+class BehaviourStats:
+    positives: int
+    percent: float
+    bouts: int
+    mean_bout: float  # frames; 0 when there is no bout
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    id: str
+    split: str | None
+    frames: int
+    fps: float
+    width: int
+    height: int
+    bodyparts: tuple[str, ...]
+    behaviours: dict[str, BehaviourStats]
+
+
+@dataclass
+class DatasetReport:
+    dataset: Dataset
+    videos: list[VideoReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def behaviour_stats(y: np.ndarray) -> BehaviourStats:
+    spans = bout_spans(y)
+    lengths = spans[:, 1] - spans[:, 0] if len(spans) else np.zeros(0)
+    positives = int(y.sum())
+    return BehaviourStats(
+        positives=positives,
+        percent=100.0 * positives / max(len(y), 1),
+        bouts=len(spans),
+        mean_bout=float(lengths.mean()) if len(lengths) else 0.0,
+    )
+
+
+def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> VideoReport:
+    info = probe_video(entry.video)
+    frames = count_frames(entry.video)
+    if frames != info.n_frames:
+        report.warnings.append(
+            f"{entry.video}: the container header says {info.n_frames} frames but {frames} decode; "
+            f"using {frames} (re-encode the video to fix its header)"
+        )
+    fps = entry.fps or info.fps
+
+    bodyparts: tuple[str, ...] = ()
+    if entry.pose is not None:
+        pose = read_pose(entry.pose, individual=dataset.individual)
+        if pose.n_frames != frames:
+            raise DataError(
+                f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {frames}, pose {pose.n_frames}; "
+                "the pose file must have one row per video frame (re-run pose estimation on this exact video)"
+            )
+        bodyparts = pose.bodyparts
+        if dataset.crop.mode == "pose":
+            centre_track(pose, dataset.crop.centre, dataset.crop.min_likelihood)  # raises on unusable parts
+    elif dataset.crop.mode == "pose":
+        raise DataError(
+            f"{dataset.path}: video '{entry.id}' has no pose file but crop.mode is pose; "
+            "add pose: for it, or set crop.mode to tracker or full"
+        )
+
+    stats: dict[str, BehaviourStats] = {}
+    if entry.labels is not None:
+        unknown = [name for name in label_names(entry.labels) if name not in dataset.behaviours]
+        if unknown:
+            raise DataError(
+                f"{entry.labels}: unknown behaviour(s) {unknown}; declared in {dataset.path.name}: "
+                f"{list(dataset.behaviours)}; add them to behaviours or remove the column(s)"
+            )
+        labels = read_labels(entry.labels, dataset.behaviours, n_frames=frames, fps=fps)
+        if len(labels) != frames:
+            raise DataError(
+                f"{entry.labels}: frame-count mismatch for video '{entry.id}': video {frames}, labels {len(labels)}; "
+                "label exactly one row per video frame"
+            )
+        for behaviour in dataset.behaviours:
+            stats[behaviour] = behaviour_stats(labels[behaviour].to_numpy())
+            if entry.split == "train" and stats[behaviour].positives == 0:
+                report.warnings.append(
+                    f"{entry.labels}: behaviour '{behaviour}' has no positive frame in training video '{entry.id}'; "
+                    "its fold can only score precision on negatives"
+                )
+    return VideoReport(entry.id, entry.split, frames, fps, info.width, info.height, bodyparts, stats)
+
+
+def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
+    """Read every video, pose and labels file of `dataset`; raise DataError on the first inconsistency."""
+    from tqdm.auto import tqdm
+
+    report = DatasetReport(dataset)
+    for entry in tqdm(dataset.videos, desc="checking videos", unit="video", disable=not progress, leave=False):
+        report.videos.append(_check_video(dataset, entry, report))
+    if not dataset.labelled:
+        report.notes.append(
+            "no labels: these videos can be embedded (and labelled by a trained model), not benchmarked; "
+            "add labels: files and a train/test split to benchmark"
+        )
+    unlabelled = [entry.id for entry in dataset.videos if entry.labels is None]
+    if dataset.labelled and unlabelled:
+        report.notes.append(f"videos without labels (embedded, not used by searches): {', '.join(unlabelled)}")
+    return report

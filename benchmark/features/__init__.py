@@ -1,0 +1,1 @@
+"""Per-frame embeddings: computed once per (video, backbone, crop settings), cached on disk."""

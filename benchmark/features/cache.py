@@ -1,0 +1,197 @@
+"""Content-addressed embedding cache on disk.
+
+One entry = one video embedded by one backbone with one crop setting: `<digest>.npy` (float32,
+frames x dim, memory-mapped on read) plus `<digest>.json`, the commit record written last. An entry
+counts only when its record exists and agrees with the array file's size and shape, so a write
+killed at any point reads as a miss, never as data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbr_bench.benchmark.errors import CacheError
+
+# Bump when decoding, cropping or feature code changes what an embedding holds.
+CODE_VERSION = "1"
+DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything an embedding depends on; `digest` names the files."""
+
+    video_id: str
+    fields: dict[str, Any]  # video/pose content hashes, backbone description, crop settings
+
+    @property
+    def digest(self) -> str:
+        payload = json.dumps({**self.fields, "code_version": CODE_VERSION}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _cache_error(root: Path, error: OSError) -> CacheError:
+    if error.errno == errno.ENOSPC:
+        problem = "disk full"
+        fix = "free space there or point --cache-dir at a larger disk"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem = "not writable"
+        fix = "fix its permissions or point --cache-dir at a writable folder"
+    else:
+        problem = error.strerror or str(error)
+        fix = "check the disk, or point --cache-dir elsewhere"
+    return CacheError(f"{root}: embedding cache {problem} ({error.__class__.__name__}); {fix}")
+
+
+class EmbeddingCache:
+    """Embeddings on disk under `root/<backbone>/<video_id>-<digest>.{npy,json}`."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def _paths(self, key: CacheKey) -> tuple[Path, Path]:
+        folder = self.root / str(key.fields.get("backbone", {}).get("backbone", "unknown"))
+        stem = f"{key.video_id}-{key.digest}"
+        return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+    def array_path(self, key: CacheKey) -> Path:
+        return self._paths(key)[0]
+
+    def record(self, key: CacheKey) -> dict[str, Any] | None:
+        """The commit record of a valid entry, or None (absent, half-written or inconsistent)."""
+        array_path, record_path = self._paths(key)
+        try:
+            record = json.loads(record_path.read_text())
+            size = array_path.stat().st_size
+        except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+            return None
+        if record.get("digest") != key.digest or record.get("nbytes") != size:
+            return None
+        return record
+
+    def load(self, key: CacheKey) -> np.ndarray | None:
+        """Memory-mapped (frames, dim) float32 array, or None on a miss."""
+        record = self.record(key)
+        if record is None:
+            return None
+        try:
+            array = np.load(self._paths(key)[0], mmap_mode="r")
+        except (ValueError, OSError):
+            return None
+        if list(array.shape) != record["shape"] or array.dtype != DTYPE:
+            return None
+        return array
+
+    @contextlib.contextmanager
+    def writer(self, key: CacheKey, shape: tuple[int, int], info: dict[str, Any]) -> Iterator[np.ndarray]:
+        """Yield a writable memory-mapped array; commit it only if the block finishes.
+
+        `info` (seconds, frames/s, ...) is stored in the commit record next to the key fields; it is
+        read at commit time, so the caller may fill it inside the block.
+        """
+        array_path, record_path = self._paths(key)
+        started = time.perf_counter()
+        try:
+            array_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=array_path.parent, prefix=f".{array_path.stem}.", suffix=".npy.tmp")
+            os.close(fd)
+        except OSError as error:
+            raise _cache_error(self.root, error) from error
+        tmp = Path(tmp_name)
+        committed = False
+        try:
+            try:
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=shape)
+            except OSError as error:
+                raise _cache_error(self.root, error) from error
+            yield array  # the caller fills it; its own errors pass through untouched
+            try:
+                self._commit(key, array, tmp, array_path, record_path, shape, info, started)
+            except OSError as error:
+                raise _cache_error(self.root, error) from error
+            committed = True
+        finally:
+            if not committed:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    @staticmethod
+    def _commit(
+        key: CacheKey,
+        array: np.ndarray,
+        tmp: Path,
+        array_path: Path,
+        record_path: Path,
+        shape: tuple[int, int],
+        info: dict[str, Any],
+        started: float,
+    ) -> None:
+        array.flush()
+        checksum = _sha256_of(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, array_path)
+        _fsync_dir(array_path.parent)
+        record = {
+            "digest": key.digest,
+            "video_id": key.video_id,
+            "shape": list(shape),
+            "dtype": np.dtype(DTYPE).name,
+            "nbytes": array_path.stat().st_size,
+            "sha256": checksum,
+            "code_version": CODE_VERSION,
+            "key": key.fields,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "write_seconds": round(time.perf_counter() - started, 3),
+            **info,
+        }
+        # The record is the commit: until it lands, the entry reads as a miss.
+        _write_json_atomic(record_path, record)
+
+    def verify(self, key: CacheKey) -> bool:
+        """Full check: the array's bytes still match the checksum in the record."""
+        record = self.record(key)
+        return record is not None and _sha256_of(self._paths(key)[0]) == record.get("sha256")
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

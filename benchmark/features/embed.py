@@ -1,0 +1,243 @@
+"""Embed every frame of a dataset's videos once, through the cache.
+
+Image backbones: a reader thread decodes and crops frames into batches while the main thread runs
+the CNN on the previous batch (OpenCV and TensorFlow both release the GIL), so decoding overlaps
+inference. Results stream into a memory-mapped cache file: memory is bounded by the batch size,
+not by the video's length.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbr_bench.benchmark.backbones.base import Backbone, ImageBackbone, PoseBackbone
+from mbr_bench.benchmark.data.crops import CropSettings, iter_crops, track_centroids
+from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
+from mbr_bench.benchmark.data.pose import centre_track, file_sha256, read_pose
+from mbr_bench.benchmark.data.video import probe_video
+from mbr_bench.benchmark.errors import DataError
+from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+
+_PREFETCH_BATCHES = 3  # enough to hide decode jitter; each batch is ~5 MB at 224 px x 32
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """One video's outcome, as printed by `mbr-bench embed` (and its --json)."""
+
+    video_id: str
+    frames: int
+    dim: int
+    computed: int  # frames run through the backbone now; 0 on a cache hit
+    seconds: float  # wall time of this call for this video
+    compute_seconds_per_frame: float  # from the run that filled the cache
+    path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_hash_memo: dict[tuple[str, int, int], str] = {}
+
+
+def _content_hash(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) within this process."""
+    stat = path.stat()
+    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _hash_memo:
+        _hash_memo[memo_key] = file_sha256(path)
+    return _hash_memo[memo_key]
+
+
+def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings) -> CacheKey:
+    """What the embedding of `entry` depends on, and nothing more."""
+    fields: dict[str, Any] = {"backbone": backbone.describe()}
+    if isinstance(backbone, PoseBackbone):
+        fields["pose_sha256"] = _content_hash(_require_pose(dataset, entry, "the pose backbone"))
+        fields["individual"] = dataset.individual
+        fields["fps"] = entry.fps  # speeds are per second
+    else:
+        fields["video_sha256"] = _content_hash(entry.video)
+        fields["crop"] = crop.key()
+        if crop.mode == "pose":
+            fields["pose_sha256"] = _content_hash(_require_pose(dataset, entry, "crop.mode pose"))
+            fields["individual"] = dataset.individual
+    return CacheKey(entry.id, fields)
+
+
+def _require_pose(dataset: Dataset, entry: VideoEntry, needed_by: str) -> Path:
+    if entry.pose is None:
+        raise DataError(
+            f"{dataset.path}: video '{entry.id}' has no pose file, which {needed_by} needs; "
+            "add pose: for it, or use an image backbone with crop.mode tracker or full"
+        )
+    return entry.pose
+
+
+def _batches(frames: Iterator[np.ndarray], batch_size: int, size: int) -> Iterator[np.ndarray]:
+    batch = np.empty((batch_size, size, size, 3), np.uint8)
+    filled = 0
+    for frame in frames:
+        batch[filled] = frame
+        filled += 1
+        if filled == batch_size:
+            yield batch
+            batch = np.empty_like(batch)  # the consumer still holds the previous one
+            filled = 0
+    if filled:
+        yield batch[:filled]
+
+
+def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Run `batches` in a reader thread; re-raise its errors here; stop it if we stop early."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=_PREFETCH_BATCHES)
+    done = object()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        buffer.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as error:  # handed to the consumer, which raises it
+            buffer.put(error)
+
+    thread = threading.Thread(target=reader, name="mbr-bench-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _image_frames(dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int) -> tuple[int, Iterator[np.ndarray]]:
+    info = probe_video(entry.video)
+    centres = None
+    if crop.mode == "pose":
+        pose = read_pose(_require_pose(dataset, entry, "crop.mode pose"), individual=dataset.individual)
+        centres = centre_track(pose, crop.centre, crop.min_likelihood)
+        if len(centres) != info.n_frames:
+            raise DataError(
+                f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {info.n_frames}, "
+                f"pose {len(centres)}; the pose file must have one row per video frame"
+            )
+    elif crop.mode == "tracker":
+        centres = track_centroids(entry.video)
+    return info.n_frames, iter_crops(entry.video, crop, out_size, centres=centres)
+
+
+def _embed_images(
+    dataset: Dataset, entry: VideoEntry, backbone: ImageBackbone, crop: CropSettings, out: np.ndarray, batch_size: int, bar: Any
+) -> None:
+    n_frames, crops = _image_frames(dataset, entry, crop, backbone.input_size)
+    filled = 0
+    for batch in _prefetch(_batches(crops, batch_size, backbone.input_size)):
+        if filled + len(batch) > n_frames:
+            raise DataError(f"{entry.video}: decodes more frames than its header's {n_frames}; re-encode the video")
+        out[filled : filled + len(batch)] = backbone.embed_images(batch)
+        filled += len(batch)
+        bar.update(len(batch))
+    if filled != n_frames:
+        raise DataError(
+            f"{entry.video}: only {filled} of the {n_frames} frames in its header decode (truncated or corrupt); "
+            "re-encode or replace the file"
+        )
+
+
+def embed_video(
+    dataset: Dataset,
+    entry: VideoEntry,
+    backbone: Backbone,
+    cache: EmbeddingCache,
+    crop: CropSettings | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed one video (or load it from the cache)."""
+    from tqdm.auto import tqdm
+
+    crop = crop or dataset.crop
+    started = time.perf_counter()
+    key = cache_key(dataset, entry, backbone, crop)
+    cached = cache.load(key)
+    if cached is not None:
+        record = cache.record(key) or {}
+        return EmbedResult(
+            entry.id, cached.shape[0], cached.shape[1], 0, round(time.perf_counter() - started, 4),
+            float(record.get("seconds_per_frame", 0.0)), str(cache.array_path(key)),
+        )
+
+    info: dict[str, Any] = {}
+    if isinstance(backbone, PoseBackbone):
+        pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
+        fps = entry.fps or probe_video(entry.video).fps
+        features = backbone.embed_pose(pose, fps)
+        shape = features.shape
+        with cache.writer(key, shape, info) as out:
+            out[:] = features
+            info["seconds"] = time.perf_counter() - started
+    else:
+        assert isinstance(backbone, ImageBackbone)
+        n_frames = probe_video(entry.video).n_frames
+        shape = (n_frames, backbone.output_dim)
+        with cache.writer(key, shape, info) as out, tqdm(
+            total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
+        ) as bar:
+            _embed_images(dataset, entry, backbone, crop, out, batch_size, bar)
+            info["seconds"] = time.perf_counter() - started
+    info["seconds_per_frame"] = info["seconds"] / max(shape[0], 1)
+    info["frames_per_second"] = shape[0] / max(info["seconds"], 1e-9)
+    info["batch_size"] = batch_size
+    return EmbedResult(
+        entry.id, shape[0], shape[1], shape[0], round(time.perf_counter() - started, 4),
+        float(info["seconds_per_frame"]), str(cache.array_path(key)),
+    )
+
+
+def embed_dataset(
+    dataset: Dataset,
+    backbone: Backbone,
+    cache: EmbeddingCache,
+    crop: CropSettings | None = None,
+    batch_size: int = 32,
+    video_ids: list[str] | None = None,
+    progress: bool = True,
+) -> list[EmbedResult]:
+    """Embed the listed videos (default: all) and return one result per video."""
+    entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
+    return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress) for entry in entries]
+
+
+def load_embeddings(
+    dataset: Dataset, entry: VideoEntry, backbone: Backbone, cache: EmbeddingCache, crop: CropSettings | None = None
+) -> np.ndarray:
+    """The cached (frames, dim) embeddings of one video; DataError if it was never embedded."""
+    array = cache.load(cache_key(dataset, entry, backbone, crop or dataset.crop))
+    if array is None:
+        raise DataError(
+            f"{dataset.path}: video '{entry.id}' has no cached {backbone.name} embeddings in {cache.root}; "
+            f"run `mbr-bench embed --dataset {dataset.path} --backbone {backbone.name}` first"
+        )
+    return array

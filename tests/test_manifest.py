@@ -1,0 +1,134 @@
+"""dataset.yaml parsing and `dataset check`: every broken input gives one line naming file, problem, fix."""
+
+import pytest
+import yaml
+
+from mbr_bench.benchmark.cli import main
+from mbr_bench.benchmark.data.check import check_dataset
+from mbr_bench.benchmark.data.manifest import load_dataset
+from mbr_bench.benchmark.errors import ConfigError, DataError
+
+
+def _edit(path, change):
+    manifest = yaml.safe_load(path.read_text())
+    change(manifest)
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def _one_line_error(capsys, argv, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_load_resolves_paths_and_splits(tiny_dataset):
+    dataset = load_dataset(tiny_dataset())
+    assert dataset.behaviours == ("rearing",)
+    assert [v.id for v in dataset.split("train")] == ["t0", "t1"]
+    assert [v.id for v in dataset.split("test")] == ["t2"]
+    assert dataset.videos[0].video.is_absolute() and dataset.videos[0].video.is_file()
+    assert dataset.crop.size == 32 and dataset.crop.centre == ("midbody",)
+    assert load_dataset(tiny_dataset().parent).path == dataset.path  # a folder works too
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (lambda m: m["videos"][1].update(video="videos/nope.mp4"), ["video 't1' video file not found", "nope.mp4"]),
+        (lambda m: m["videos"][1].update(id="t0"), ["duplicate video id 't0'", "unique id"]),
+        (lambda m: m["videos"][2].update(split="train"), ["no labelled test video", "split: test"]),
+        (lambda m: m["videos"][2].update(split="validation"), ["split 'validation'", "train or split: test"]),
+        (lambda m: m["videos"][0].pop("split"), ["has labels but no split"]),
+        (lambda m: m.update(behaviors_typo=1), ["unknown key(s) ['behaviors_typo']"]),
+        (lambda m: m.pop("behaviours"), ["no behaviours are listed"]),
+        (lambda m: m.update(videos=[]), ["no videos listed"]),
+    ],
+)
+def test_manifest_errors(tiny_dataset, capsys, change, fragments):
+    path = _edit(tiny_dataset(), change)
+    with pytest.raises(DataError):
+        load_dataset(path)
+    err = _one_line_error(capsys, ["dataset", "check", str(path)], str(path), *fragments)
+    assert err.startswith("mbr-bench: error: ")
+
+
+def test_invalid_yaml_and_missing_manifest(tmp_path, capsys):
+    bad = tmp_path / "dataset.yaml"
+    bad.write_text("videos: [\n  - id: a\n")
+    _one_line_error(capsys, ["dataset", "check", str(bad)], "not valid YAML at line", "fix the syntax")
+    _one_line_error(capsys, ["dataset", "check", str(tmp_path / "none.yaml")], "dataset manifest not found")
+
+
+def test_bad_crop_setting_is_a_config_error(tiny_dataset):
+    path = _edit(tiny_dataset(), lambda m: m["crop"].update(mode="zoom"))
+    with pytest.raises(ConfigError, match="crop"):
+        load_dataset(path)
+
+
+def test_check_reports_frames_and_behaviour_statistics(tiny_dataset, capsys):
+    dataset = load_dataset(tiny_dataset(n_frames=40))
+    report = check_dataset(dataset)
+    assert [v.frames for v in report.videos] == [40, 40, 40]
+    first = report.videos[0]
+    assert first.bodyparts == ("snout", "midbody", "tailbase")
+    assert (first.width, first.height, first.fps) == (64, 64, 10.0)
+    stats = first.behaviours["rearing"]
+    assert (stats.positives, stats.bouts) == (13, 2)  # frames 5-14 and 25-27
+    assert stats.mean_bout == pytest.approx(6.5)
+    assert stats.percent == pytest.approx(32.5)
+    assert report.warnings == []
+
+    assert main(["dataset", "check", str(dataset.path)]) == 0
+    out = capsys.readouterr().out
+    assert "t0" in out and "rearing +frames" in out and "ok" in out.splitlines()[-1]
+
+
+def test_check_frame_count_mismatch_gives_both_counts(tiny_dataset, capsys):
+    path = tiny_dataset(n_frames=40)
+    pose = path.parent / "poses" / "t1.csv"
+    pose.write_text("\n".join(pose.read_text().splitlines()[:-3]) + "\n")  # drop 3 frames
+    _one_line_error(capsys, ["dataset", "check", str(path)], str(pose), "video 40, pose 37")
+
+    path = tiny_dataset(n_frames=40)
+    labels = path.parent / "labels" / "t2.csv"
+    labels.write_text("\n".join(labels.read_text().splitlines()[:-1]) + "\n")
+    _one_line_error(capsys, ["dataset", "check", str(path)], str(labels), "40", "39")
+
+
+def test_check_label_values_and_unknown_behaviour(tiny_dataset, capsys):
+    path = tiny_dataset()
+    labels = path.parent / "labels" / "t0.csv"
+    lines = labels.read_text().splitlines()
+    lines[8] = lines[8].rsplit(",", 1)[0] + ",2"
+    labels.write_text("\n".join(lines) + "\n")
+    _one_line_error(capsys, ["dataset", "check", str(path)], str(labels), "0/1")
+
+    path = tiny_dataset()
+    labels = path.parent / "labels" / "t0.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[0] + ",sniffing"] + [line + ",0" for line in lines[1:]]) + "\n")
+    _one_line_error(capsys, ["dataset", "check", str(path)], str(labels), "unknown behaviour", "sniffing")
+
+
+def test_check_warns_when_a_training_video_has_no_positive(tiny_dataset, capsys):
+    path = tiny_dataset()
+    labels = path.parent / "labels" / "t1.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
+    report = check_dataset(load_dataset(path))
+    assert len(report.warnings) == 1 and "'rearing' has no positive frame in training video 't1'" in report.warnings[0]
+    assert main(["dataset", "check", str(path)]) == 0
+    assert "warning:" in capsys.readouterr().err
+
+
+def test_unlabelled_dataset_is_fine_and_says_so(tiny_dataset, capsys):
+    path = tiny_dataset(labels=False)
+    _edit(path, lambda m: m.pop("behaviours"))
+    report = check_dataset(load_dataset(path))
+    assert any(note.startswith("no labels") for note in report.notes)
+    assert main(["dataset", "check", str(path)]) == 0
+    assert "note: no labels" in capsys.readouterr().out

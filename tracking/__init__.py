@@ -1,0 +1,1 @@
+"""Experiment tracking with MLflow: run hierarchy, metrics, figures, compute cost."""
