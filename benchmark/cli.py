@@ -20,10 +20,6 @@ def _workdir(args: argparse.Namespace) -> Path:
     return Path(args.workdir or os.environ.get("MBR_BENCH_WORKDIR") or DEFAULT_WORKDIR)
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 # ---------------------------------------------------------------------------------------- synth
 def cmd_synth(args: argparse.Namespace) -> int:
     from mbr_bench.benchmark.data.synthetic import generate
@@ -47,20 +43,22 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
         return 0
     print(f"dataset {dataset.name} ({dataset.path}): {len(report.videos)} videos, behaviours: "
           f"{', '.join(dataset.behaviours) or '(none)'}; crop {dataset.crop.mode} {dataset.crop.size}px")
-    headers = ["video", "split", "frames", "fps", "resolution", "body parts"]
-    for behaviour in dataset.behaviours:
-        headers += [f"{behaviour} +frames", "%", "bouts", "mean bout"]
-    rows = []
-    for video in report.videos:
-        row: list[object] = [
-            video.id, video.split or "-", video.frames, f"{video.fps:g}", f"{video.width}x{video.height}",
-            ",".join(video.bodyparts) if video.bodyparts else "-",
-        ]
-        for behaviour in dataset.behaviours:
-            stats = video.behaviours.get(behaviour)
-            row += [stats.positives, f"{stats.percent:.1f}", stats.bouts, f"{stats.mean_bout:.1f}"] if stats else ["-"] * 4
-        rows.append(row)
-    print(format_table(headers, rows))
+    parts = {video.bodyparts for video in report.videos}
+    shared_parts = parts.pop() if len(parts) == 1 else None
+    print(format_table(
+        ["video", "split", "frames", "fps", "resolution", "body parts"],
+        [[v.id, v.split or "-", v.frames, f"{v.fps:g}", f"{v.width}x{v.height}",
+          len(v.bodyparts) if shared_parts is not None else ",".join(v.bodyparts) or "-"] for v in report.videos],
+    ))
+    if shared_parts:
+        print(f"body parts ({len(shared_parts)}): {', '.join(shared_parts)}")
+    if dataset.behaviours:
+        print()
+        print(format_table(
+            ["video", "split", "behaviour", "positive frames", "%", "bouts", "mean bout (frames)"],
+            [[v.id, v.split or "-", behaviour, s.positives, f"{s.percent:.1f}", s.bouts, f"{s.mean_bout:.1f}"]
+             for v in report.videos for behaviour, s in v.behaviours.items()],
+        ))
     for note in report.notes:
         print(f"note: {note}")
     for warning in report.warnings:
@@ -83,7 +81,6 @@ def _report_json(report) -> dict:  # noqa: ANN001
 
 # ---------------------------------------------------------------------------------------- embed
 def cmd_embed(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     from dataclasses import replace
 
     from mbr_bench.benchmark.backbones import build_backbone

@@ -218,3 +218,11 @@ def test_bout_spans(y, spans):
     assert out.shape == (len(spans), 2)
     assert out.dtype.kind == "i"
     np.testing.assert_array_equal(out, np.asarray(spans, dtype=np.int64).reshape(-1, 2))
+
+
+def test_clock_columns_are_not_behaviours(tmp_path):
+    from mbr_bench.benchmark.data.labels import label_names
+
+    path = tmp_path / "labels.csv"
+    path.write_text("frame,time_s,grooming\n0,0.0,0\n1,0.1,1\n")
+    assert label_names(path) == ["grooming"]

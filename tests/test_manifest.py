@@ -84,7 +84,8 @@ def test_check_reports_frames_and_behaviour_statistics(tiny_dataset, capsys):
 
     assert main(["dataset", "check", str(dataset.path)]) == 0
     out = capsys.readouterr().out
-    assert "t0" in out and "rearing +frames" in out and "ok" in out.splitlines()[-1]
+    assert "t0" in out and "positive frames" in out and "body parts (3): snout, midbody, tailbase" in out
+    assert out.splitlines()[-1] == "ok"
 
 
 def test_check_frame_count_mismatch_gives_both_counts(tiny_dataset, capsys):

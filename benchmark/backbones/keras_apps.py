@@ -5,7 +5,6 @@ TensorFlow is imported only when a model is built, so listing backbones stays fa
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,15 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mbr_bench.benchmark.backbones.base import BACKBONES, ImageBackbone
+from mbr_bench.benchmark.data.files import file_sha256
 from mbr_bench.benchmark.errors import ConfigError, WeightsError
-
-
-def _weights_file_id(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"file:{digest.hexdigest()[:16]}"
 
 
 def keras_models_dir() -> Path:
@@ -63,7 +55,7 @@ class KerasApplicationBackbone(ImageBackbone):
             )
         self.weights = self._normalise_weights(weights)
         self._weights_id = (
-            _weights_file_id(Path(self.weights)) if self.weights not in ("imagenet", "none") else self.weights
+            f"file:{file_sha256(self.weights)[:16]}" if self.weights not in ("imagenet", "none") else self.weights
         )
         self._model: Any = None
         self._forward: Any = None
@@ -92,8 +84,10 @@ class KerasApplicationBackbone(ImageBackbone):
         """Create the Keras model once (downloads ImageNet weights on first use)."""
         if self._model is not None:
             return self._model
+        from mbr_bench.benchmark.tf_runtime import import_tensorflow
+
+        tf = import_tensorflow()
         import keras
-        import tensorflow as tf
 
         constructor = getattr(keras.applications, self.application)
         preprocess = getattr(keras.applications, self.preprocess_module).preprocess_input

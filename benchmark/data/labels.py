@@ -79,7 +79,11 @@ def label_names(path: str | Path) -> list[str]:
         values = data[col].dropna().astype(str).str.strip()
         return list(dict.fromkeys(v for v in values if v))
     frame_col = _frame_column(header)
-    return [name for j, name in enumerate(header) if j != frame_col and name]
+    return [name for j, name in enumerate(header) if j != frame_col and name and name.lower() not in _TIME_COLUMNS]
+
+
+# Per-frame exports often carry a clock column next to the behaviours; it is not a behaviour.
+_TIME_COLUMNS = {"time", "time_s", "time (s)", "timestamp", "seconds"}
 
 
 def bout_spans(y: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ CSV) are not pose data and are ignored here; `mbr_bench.benchmark.data.labels` r
 from __future__ import annotations
 
 import csv
-import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -372,12 +371,3 @@ def centre_track(pose: Pose, parts: Sequence[str], min_likelihood: float = 0.6) 
     cleaned = clean_pose(pose, min_likelihood)
     require_tracked(pose, cleaned, indices, "crop.centre", min_likelihood)
     return cleaned.xy[:, indices, :].mean(axis=1)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (cache keys follow file content)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mbr_bench.benchmark.data.files import file_sha256
 from mbr_bench.benchmark.errors import CacheError
 
 # Bump when decoding, cropping or feature code changes what an embedding holds.
@@ -162,7 +163,7 @@ class EmbeddingCache:
         started: float,
     ) -> None:
         array.flush()
-        checksum = _sha256_of(tmp)
+        checksum = file_sha256(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, array_path)
@@ -186,12 +187,4 @@ class EmbeddingCache:
     def verify(self, key: CacheKey) -> bool:
         """Full check: the array's bytes still match the checksum in the record."""
         record = self.record(key)
-        return record is not None and _sha256_of(self._paths(key)[0]) == record.get("sha256")
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return record is not None and file_sha256(self._paths(key)[0]) == record.get("sha256")

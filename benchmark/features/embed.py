@@ -21,7 +21,8 @@ import numpy as np
 from mbr_bench.benchmark.backbones.base import Backbone, ImageBackbone, PoseBackbone
 from mbr_bench.benchmark.data.crops import CropSettings, iter_crops, track_centroids
 from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
-from mbr_bench.benchmark.data.pose import centre_track, file_sha256, read_pose
+from mbr_bench.benchmark.data.files import file_sha256
+from mbr_bench.benchmark.data.pose import centre_track, read_pose
 from mbr_bench.benchmark.data.video import probe_video
 from mbr_bench.benchmark.errors import DataError
 from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
