@@ -19,11 +19,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The main job on the built-in default: the synthetic open field, small budget, all default pairs.
 demo: setup
-	$(BIN)/mbr-bench synth $(WORKDIR)/synthetic
-	$(BIN)/mbr-bench dataset check $(WORKDIR)/synthetic/dataset.yaml
-	$(BIN)/mbr-bench embed --dataset $(WORKDIR)/synthetic/dataset.yaml --backbone pose
-	$(BIN)/mbr-bench embed --dataset $(WORKDIR)/synthetic/dataset.yaml --backbone mobilenet_v2
+	$(BIN)/mbr-bench run --study wall_rearing --workdir $(WORKDIR)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -115,6 +115,46 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ run
+def cmd_run(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.runner import RunOptions, run
+    from mbr_bench.benchmark.table import format_table
+
+    workdir = _workdir(args)
+    outcomes = run(RunOptions(
+        study=args.study, workdir=workdir, dataset=args.dataset, backbones=args.backbones, heads=args.heads,
+        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, search_space=args.search_space,
+        storage=args.storage, tracking_uri=args.tracking_uri, seed=args.seed, weights=args.weights,
+        batch_size=args.batch_size, progress=not args.no_progress,
+    ))
+    print()
+    print(format_table(
+        ["behaviour", "backbone", "head", "trials", "pruned", "failed", "best CV PR-AUC", "positive rate", "best params"],
+        [[o.behaviour, o.backbone, o.head, o.complete, o.pruned, o.failed,
+          f"{o.best_score:.3f} ± {o.best_std:.3f}" if o.complete else "-", f"{o.positive_rate:.3f}",
+          ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.best_params.items())]
+         for o in sorted(outcomes, key=lambda o: (o.behaviour, -(o.best_score if o.complete else -1)))],
+    ))
+    where = f"--tracking-uri {args.tracking_uri}" if args.tracking_uri else f"--workdir {workdir}"
+    print(f"\nbrowse every trial, fold, PR curve and confusion matrix: mbr-bench ui {where}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- ui
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from mbr_bench.tracking.queries import default_tracking_uri, ui_command
+
+    uri = args.tracking_uri or default_tracking_uri(_workdir(args))
+    command = ui_command(uri, host=args.host, port=args.port)
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except FileNotFoundError:
+        raise MbrError(f"{command[0]}: the mlflow command is not installed here; reinstall mbr-bench (make setup)") from None
+
+
 # ------------------------------------------------------------------------------------ backbones
 def cmd_backbones(args: argparse.Namespace) -> int:
     from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone
@@ -170,6 +210,36 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--json", action="store_true", help="print the per-video summary as JSON")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed.set_defaults(func=cmd_embed)
+
+    run = commands.add_parser("run", help="search every backbone x head pair for a behaviour (Optuna + MLflow)")
+    run.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a behaviour of the dataset, or all")
+    run.add_argument("--dataset", type=Path,
+                     help="dataset.yaml (default: the built-in synthetic open field, written once to WORKDIR)")
+    run.add_argument("--backbones", nargs="+", metavar="NAME",
+                     help="default: pose mobilenet_v2 (built-in data) or resnet50v2 inception_resnet_v2")
+    run.add_argument("--heads", nargs="+", metavar="NAME", help="default: lstm tcn frame_mlp")
+    run.add_argument("--n-trials", type=int, help="trials to add per study (default: 2 built-in, 20 otherwise; "
+                     "grid: the whole grid)")
+    run.add_argument("--timeout", type=float, help="seconds per study before it stops starting trials")
+    run.add_argument("--sampler", choices=["tpe", "grid"], default="tpe",
+                     help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
+    run.add_argument("--search-space", type=Path, metavar="FILE",
+                     help="YAML search space overriding the packaged one (keys = head parameters)")
+    run.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+    run.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
+    run.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
+    run.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
+    run.add_argument("--no-progress", action="store_true", help="no progress lines")
+    run.set_defaults(func=cmd_run)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the work directory's store (127.0.0.1)")
+    ui.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    ui.set_defaults(func=cmd_ui)
 
     backbones = commands.add_parser("backbones", help="list registered backbones")
     backbones.set_defaults(func=cmd_backbones)

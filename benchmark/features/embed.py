@@ -49,7 +49,7 @@ class EmbedResult:
 _hash_memo: dict[tuple[str, int, int], str] = {}
 
 
-def _content_hash(path: Path) -> str:
+def content_hash(path: Path) -> str:
     """sha256 of a file, remembered per (path, size, mtime) within this process."""
     stat = path.stat()
     memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -62,14 +62,14 @@ def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: Cro
     """What the embedding of `entry` depends on, and nothing more."""
     fields: dict[str, Any] = {"backbone": backbone.describe()}
     if isinstance(backbone, PoseBackbone):
-        fields["pose_sha256"] = _content_hash(_require_pose(dataset, entry, "the pose backbone"))
+        fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "the pose backbone"))
         fields["individual"] = dataset.individual
         fields["fps"] = entry.fps  # speeds are per second
     else:
-        fields["video_sha256"] = _content_hash(entry.video)
+        fields["video_sha256"] = content_hash(entry.video)
         fields["crop"] = crop.key()
         if crop.mode == "pose":
-            fields["pose_sha256"] = _content_hash(_require_pose(dataset, entry, "crop.mode pose"))
+            fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "crop.mode pose"))
             fields["individual"] = dataset.individual
     return CacheKey(entry.id, fields)
 

@@ -1,0 +1,9 @@
+"""Temporal heads: frame embeddings -> per-frame behaviour probability. Importing registers them all.
+
+TensorFlow is not imported here; it loads when a head builds or fits its model.
+"""
+
+from mbr_bench.benchmark.heads import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
+from mbr_bench.benchmark.heads.base import HEADS, Head
+
+__all__ = ["HEADS", "Head"]

@@ -1,0 +1,371 @@
+"""The temporal head contract: a sequence of frame embeddings -> a per-frame probability.
+
+A head is an estimator in the scikit-learn sense: `__init__` only stores keyword parameters,
+`fit` validates them and trains, and everything learnt ends in `_`. Subclasses only say how to
+build their Keras model; windowing, training, early stopping and prediction live here, so every
+head is trained and timed the same way (the reference's protocol):
+
+* windows of `sequence_length` frames (`mbr_bench.benchmark.features.sequences`), `batch_size`
+  windows per step, shuffled each epoch;
+* Adam(`learning_rate`), binary cross-entropy weighted per frame by the caller's sample weights;
+* up to `max_epochs` epochs; with a validation video, early stopping on its PR-AUC (average
+  precision over the whole video, stitched from windows) with `patience`, restoring the weights of
+  the best epoch; without one, exactly `max_epochs` epochs.
+
+TensorFlow is imported only inside `fit`, `build_model` and `predict_proba`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Sequence
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.benchmark.features.sequences import stitch, training_windows, window_starts
+from mbr_bench.benchmark.registry import Registry
+
+# Windows per forward pass when predicting: bounds memory on long videos; the batch dimension of the
+# compiled forward pass is dynamic, so a smaller last chunk does not retrace.
+PREDICT_CHUNK_WINDOWS = 128
+
+
+class Head(ABC):
+    """A temporal head: embeddings (frames, features) -> P(behaviour) per frame.
+
+    Args:
+        sequence_length: frames per training and prediction window (>= 2).
+        batch_size: windows per optimisation step (>= 1).
+        learning_rate: Adam learning rate (> 0).
+        dropout: rate of the Dropout applied to the input embeddings, in [0, 1).
+        max_epochs: upper bound on training epochs (>= 1).
+        patience: epochs without a better validation PR-AUC before stopping (>= 1).
+        seed: seeds Python, NumPy and TensorFlow at the start of `fit`, so a fit is reproducible.
+        **architecture: not accepted here; subclasses declare their architecture keywords.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        sequence_length: int = 300,
+        batch_size: int = 8,
+        learning_rate: float = 1e-3,
+        dropout: float = 0.5,
+        max_epochs: int = 50,
+        patience: int = 5,
+        seed: int = 0,
+        **architecture: Any,
+    ) -> None:
+        if architecture:
+            # Caught here rather than as a TypeError so a typo in a search space names the fix.
+            raise ConfigError(
+                f"head {self.name}: unknown parameter(s) {', '.join(sorted(architecture))}; "
+                f"known: {', '.join(sorted(self.param_names()))}"
+            )
+        self.sequence_length = sequence_length
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.seed = seed
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """Constructor keyword names, this class's and its bases' (search-space keys must be among them)."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            for parameter in inspect.signature(klass.__init__).parameters.values():
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                    names.add(parameter.name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        """All constructor parameters, so that `type(head)(**head.get_params())` is an unfitted copy."""
+        return {name: getattr(self, name) for name in sorted(self.param_names())}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    def _validate(self) -> None:
+        """Check every parameter; ConfigError naming the first one that cannot work."""
+        check_int(self, "sequence_length", minimum=2)
+        check_int(self, "batch_size", minimum=1)
+        check_float(self, "learning_rate", low=0.0, low_inclusive=False)
+        check_float(self, "dropout", low=0.0, high=1.0)
+        check_int(self, "max_epochs", minimum=1)
+        check_int(self, "patience", minimum=1)
+        check_int(self, "seed", minimum=0)
+        self._validate_architecture()
+
+    def _validate_architecture(self) -> None:
+        """Subclasses check their own architecture parameters here."""
+
+    # -- model --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def build_model(self, input_dim: int) -> Any:
+        """A keras.Model mapping (batch, time, input_dim) to (batch, time, 1) sigmoid probabilities."""
+
+    # -- training -----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Sequence[np.ndarray],
+        y: Sequence[np.ndarray],
+        sample_weight: Sequence[np.ndarray],
+        val: tuple[np.ndarray, np.ndarray] | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> Head:
+        """Train on whole videos.
+
+        Args:
+            X: per training video, (frames, features) embeddings.
+            y: per training video, (frames,) 0/1 labels.
+            sample_weight: per training video, (frames,) weights (`features.sequences.sample_weights`
+                of the training labels).
+            val: (frames, features) embeddings and (frames,) labels of one validation video: enables
+                early stopping on its PR-AUC. None trains exactly `max_epochs` epochs.
+            on_epoch_end: called as `on_epoch_end(epoch, logs)` after every epoch, `epoch` counting
+                from 1 and `logs` holding loss, val_pr_auc (None without `val`) and seconds. An
+                exception it raises (pruning, interrupt) stops training and propagates.
+
+        Returns:
+            self, with model_, history_ (one dict per epoch: epoch, loss, val_pr_auc, seconds),
+            epochs_run_, best_epoch_ (1-based; epochs_run_ without `val`), best_val_pr_auc_,
+            train_seconds_ (the training loop, validation scoring included; epoch 1 also holds
+            graph tracing), seconds_per_epoch_ (train_seconds_ / epochs_run_), n_params_ and
+            input_dim_ set.
+        """
+        self._validate()
+        Xw, yw, ww = training_windows(X, y, sample_weight, self.sequence_length)
+        input_dim = Xw.shape[2]
+        val_windows = val_labels = val_starts = None
+        if val is not None:
+            val_X, val_labels = self._check_val(val, input_dim)
+            val_starts = window_starts(len(val_X), self.sequence_length)
+            val_windows = self._windows(val_X, val_starts)
+
+        keras = import_keras()
+        keras.utils.set_random_seed(self.seed)
+        model = self.build_model(input_dim)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss="binary_crossentropy")
+        forward = _compiled_forward(model, self.sequence_length, input_dim)
+
+        from sklearn.metrics import average_precision_score
+
+        def score() -> float:
+            probabilities = stitch(_predict_windows(forward, val_windows), val_starts, len(val_labels))
+            if not np.isfinite(probabilities).all():
+                return math.nan
+            return float(average_precision_score(val_labels, probabilities))
+
+        tracker = _EpochTracker(
+            keras.callbacks.Callback, score if val is not None else None, self.patience, on_epoch_end
+        )
+        started = time.perf_counter()
+        model.fit(
+            Xw, yw, sample_weight=ww, batch_size=self.batch_size, epochs=self.max_epochs,
+            shuffle=True, verbose=0, callbacks=[tracker.callback],
+        )
+        train_seconds = time.perf_counter() - started
+        if tracker.best_weights is not None:
+            model.set_weights(tracker.best_weights)
+
+        self.model_ = model
+        self._forward = forward
+        self.input_dim_ = int(input_dim)
+        self.history_ = tracker.history
+        self.epochs_run_ = len(tracker.history)
+        if val is None:
+            self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, None
+        elif tracker.best_weights is None:  # every epoch scored NaN (diverged): keep the last weights
+            self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, math.nan
+        else:
+            self.best_epoch_, self.best_val_pr_auc_ = tracker.best_epoch, tracker.best_score
+        self.train_seconds_ = train_seconds
+        self.seconds_per_epoch_ = train_seconds / max(self.epochs_run_, 1)
+        self.n_params_ = int(model.count_params())
+        return self
+
+    def _check_val(self, val: tuple[np.ndarray, np.ndarray], input_dim: int) -> tuple[np.ndarray, np.ndarray]:
+        val_X, val_y = np.asarray(val[0], np.float32), np.asarray(val[1]).reshape(-1)
+        if val_X.ndim != 2 or val_X.shape[1] != input_dim or len(val_X) == 0:
+            raise DataError(f"validation video: embeddings of shape {val_X.shape}, expected (frames, {input_dim}) "
+                            "like the training videos; use the same backbone for all videos")
+        if len(val_y) != len(val_X):
+            raise DataError(f"validation video: {len(val_X)} embedding frames but {len(val_y)} labels; "
+                            "labels and embeddings must have one row per frame")
+        if not (val_y == 1).any():
+            raise DataError(
+                f"validation video: no positive frame among {len(val_y)}, so its PR-AUC (the early-stopping "
+                "score) is undefined; choose a validation video showing the behaviour, or pass val=None"
+            )
+        return val_X, val_y
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(frames, features) embeddings of one video -> (frames,) float32 probabilities in [0, 1].
+
+        Any number of frames: the video is cut into windows as in training, predicted in batches
+        and stitched back (see `features.sequences`).
+        """
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"head {self.name}: call fit before predict_proba")
+        X = np.asarray(X, np.float32)
+        if X.ndim != 2 or X.shape[1] != self.input_dim_:
+            raise DataError(f"embeddings of shape {X.shape}, but head {self.name} was fitted on "
+                            f"(frames, {self.input_dim_}); use the backbone it was trained with")
+        if len(X) == 0:
+            return np.zeros(0, np.float32)
+        starts = window_starts(len(X), self.sequence_length)
+        probabilities = stitch(_predict_windows(self._forward, self._windows(X, starts)), starts, len(X))
+        return np.clip(probabilities, 0.0, 1.0).astype(np.float32)
+
+    def _windows(self, X: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(frames, features) -> (windows, sequence_length, features) float32, zero-padded at the end."""
+        length = self.sequence_length
+        windows = np.zeros((len(starts), length, X.shape[1]), np.float32)
+        for row, start in enumerate(starts):
+            chunk = X[start : start + length]
+            windows[row, : len(chunk)] = chunk
+        return windows
+
+
+HEADS: Registry[Head] = Registry("head")
+
+
+# -- helpers shared by the heads ------------------------------------------------------------------
+
+
+def check_int(head: Head, name: str, minimum: int, hint: str | None = None) -> None:
+    """ConfigError unless `head.<name>` is an integer >= minimum."""
+    value = getattr(head, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(
+            f"head {head.name}: {name} must be an integer >= {minimum}, got {value!r}; "
+            + (hint or f"set {name} to {minimum} or more")
+        )
+
+
+def check_float(
+    head: Head, name: str, low: float, high: float | None = None, low_inclusive: bool = True
+) -> None:
+    """ConfigError unless `head.<name>` is a number in [low, high) (or (low, ...) when not low_inclusive)."""
+    value = getattr(head, name)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+    if not ok:
+        interval = f"{'[' if low_inclusive else '('}{low}, {high if high is not None else 'inf'})"
+        raise ConfigError(f"head {head.name}: {name} must be a number in {interval}, got {value!r}; "
+                          f"choose a value in that range")
+
+
+def check_choice(head: Head, name: str, allowed: Collection[Any]) -> None:
+    """ConfigError unless `head.<name>` is one of `allowed`."""
+    value = getattr(head, name)
+    if value not in allowed:
+        raise ConfigError(f"head {head.name}: {name} must be one of {', '.join(map(repr, allowed))}, "
+                          f"got {value!r}")
+
+
+# -- Keras plumbing -------------------------------------------------------------------------------
+
+
+def import_keras() -> ModuleType:
+    """`import keras`, after TensorFlow has started quietly (`tf_runtime.import_tensorflow`)."""
+    from mbr_bench.benchmark.tf_runtime import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def _compiled_forward(model: Any, length: int, input_dim: int) -> Callable[[np.ndarray], Any]:
+    """Inference-mode forward pass traced once: fixed window shape, dynamic batch dimension."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, length, input_dim), tf.float32)])
+    def forward(windows: Any) -> Any:
+        return model(windows, training=False)
+
+    return forward
+
+
+def _predict_windows(forward: Callable[[np.ndarray], Any], windows: np.ndarray) -> np.ndarray:
+    """(N, length, features) -> (N, length) probabilities, in chunks of PREDICT_CHUNK_WINDOWS."""
+    parts = [
+        np.asarray(forward(windows[first : first + PREDICT_CHUNK_WINDOWS]))[..., 0]
+        for first in range(0, len(windows), PREDICT_CHUNK_WINDOWS)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+class _EpochTracker:
+    """Per-epoch bookkeeping: history, validation score, early stopping and the best weights.
+
+    Holds a Keras callback (built from `callback_base` so this module need not import Keras).
+    """
+
+    def __init__(
+        self,
+        callback_base: type,
+        score: Callable[[], float] | None,
+        patience: int,
+        on_epoch_end: Callable[[int, dict], None] | None,
+    ) -> None:
+        self.score = score
+        self.patience = patience
+        self.user_callback = on_epoch_end
+        self.history: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+        tracker = self
+
+        class _Callback(callback_base):  # type: ignore[misc, valid-type]
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                tracker.epoch_started = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                if tracker.end_epoch(self.model, epoch + 1, (logs or {}).get("loss")):
+                    self.model.stop_training = True
+
+        self.callback = _Callback()
+        self.epoch_started = time.perf_counter()
+
+    def end_epoch(self, model: Any, epoch: int, loss: Any) -> bool:
+        """Record one epoch; True when training should stop."""
+        val_pr_auc = self.score() if self.score is not None else None
+        seconds = time.perf_counter() - self.epoch_started
+        logs = {"loss": float(loss) if loss is not None else math.nan, "val_pr_auc": val_pr_auc, "seconds": seconds}
+        self.history.append({"epoch": epoch, **logs})
+        stop = False
+        if self.score is not None:
+            # Strict improvement, as Keras' EarlyStopping with min_delta=0; NaN never improves.
+            if val_pr_auc is not None and not math.isnan(val_pr_auc) and (
+                self.best_score is None or val_pr_auc > self.best_score
+            ):
+                self.best_score, self.best_epoch = val_pr_auc, epoch
+                self.best_weights = [np.array(w, copy=True) for w in model.get_weights()]
+            stop = epoch - self.best_epoch >= self.patience
+        if self.user_callback is not None:
+            self.user_callback(epoch, dict(logs))
+        return stop

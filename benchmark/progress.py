@@ -1,0 +1,56 @@
+"""Progress lines for long searches: which pair, trial, fold and epoch, with elapsed time.
+
+On a terminal the epoch line rewrites itself in place; in logs (CI, nohup) only fold and trial
+results are printed, one line each, so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class SearchProgress:
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.live = enabled and self.stream.isatty()
+        self.started = time.monotonic()
+        self.prefix = ""
+        self._dirty = False
+
+    def _elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.started)
+        return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    def _emit(self, text: str, final: bool) -> None:
+        if not self.enabled:
+            return
+        line = f"[{self._elapsed()}] {self.prefix}{text}"
+        if self.live:
+            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+            self._dirty = not final
+        elif final:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def set_context(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def message(self, text: str) -> None:
+        self._emit(text, final=True)
+
+    def epoch(self, trial: int, fold: int, n_folds: int, epoch: int, logs: dict) -> None:
+        if self.live:
+            self._emit(
+                f"trial {trial} · fold {fold}/{n_folds} · epoch {epoch} · loss {logs.get('loss', float('nan')):.4f}"
+                f" · val PR-AUC {logs.get('val_pr_auc', float('nan')):.3f}",
+                final=False,
+            )
+
+    def fold(self, trial: int, fold: int, n_folds: int, video: str, pr_auc: float, epochs: int, seconds: float) -> None:
+        self._emit(
+            f"trial {trial} · fold {fold}/{n_folds} (val {video}) · PR-AUC {pr_auc:.3f} · {epochs} epochs · {seconds:.1f}s",
+            final=True,
+        )

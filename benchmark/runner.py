@@ -1,0 +1,246 @@
+"""`mbr-bench run`: embed once, then one tracked Optuna study per behaviour x backbone x head.
+
+With no --dataset it builds the synthetic open field in the work directory (once) and runs a small
+budget over default pairs, so a new user sees the whole product in minutes on a laptop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbr_bench.benchmark.errors import ConfigError, DataError, MbrError, WeightsError
+from mbr_bench.benchmark.progress import SearchProgress
+
+# The built-in default: small enough for minutes on 2 CPU cores.
+DEMO_BACKBONES = ("pose", "mobilenet_v2")
+DEMO_HEADS = ("lstm", "tcn", "frame_mlp")
+DEMO_TRIALS = 2
+DEMO_VIDEOS, DEMO_FRAMES = 6, 1500
+# On a lab's own data: the reference's backbones, every head, a budget TPE can learn from.
+DEFAULT_BACKBONES = ("resnet50v2", "inception_resnet_v2")
+DEFAULT_HEADS = ("lstm", "tcn", "frame_mlp")
+DEFAULT_TRIALS = 20
+
+
+@dataclass
+class RunOptions:
+    study: str
+    workdir: Path
+    dataset: Path | None = None
+    backbones: list[str] | None = None
+    heads: list[str] | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    sampler: str = "tpe"
+    search_space: Path | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    seed: int = 0
+    weights: str | None = None
+    batch_size: int = 32
+    progress: bool = True
+
+
+@dataclass
+class PairOutcome:
+    behaviour: str
+    backbone: str
+    head: str
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_score: float = float("nan")
+    best_std: float = float("nan")
+    best_params: dict[str, Any] = field(default_factory=dict)
+    positive_rate: float = float("nan")
+    error: str | None = None
+
+
+def default_storage(workdir: Path) -> str:
+    return f"sqlite:///{(workdir / 'optuna.db').resolve()}"
+
+
+def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Path, bool]:
+    """The manifest to use, and whether it is the built-in demo."""
+    if options.dataset is not None:
+        return options.dataset, False
+    manifest = options.workdir / "synthetic" / "dataset.yaml"
+    if not manifest.is_file():
+        from mbr_bench.benchmark.data.synthetic import generate
+
+        progress.message(f"no --dataset: writing the built-in synthetic open field to {manifest.parent}")
+        generate(manifest.parent, n_videos=DEMO_VIDEOS, n_frames=DEMO_FRAMES, seed=0)
+    return manifest, True
+
+
+def _dataset_hash(dataset: Any) -> str:
+    from mbr_bench.benchmark.features.embed import content_hash
+
+    record = {
+        v.id: [v.split, *(content_hash(p) if p else None for p in (v.video, v.pose, v.labels))]
+        for v in dataset.videos
+    }
+    payload = json.dumps({"behaviours": list(dataset.behaviours), "videos": record}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _check_names(kind: str, names: list[str], known: list[str]) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown {kind} {', '.join(repr(n) for n in unknown)}; known: {', '.join(known)}")
+
+
+def _embed_training_videos(dataset: Any, backbone: Any, cache: Any, options: RunOptions) -> tuple[dict, float, dict]:
+    """Embeddings of the training videos (memory-mapped), mean embedding s/frame, cache keys."""
+    from mbr_bench.benchmark.features.embed import cache_key, embed_dataset
+
+    train = [v.id for v in dataset.split("train")]
+    results = embed_dataset(dataset, backbone, cache, batch_size=options.batch_size, video_ids=train,
+                            progress=options.progress and sys.stderr.isatty())
+    embeddings = {r.video_id: np.load(r.path, mmap_mode="r") for r in results}
+    seconds_per_frame = float(np.mean([r.compute_seconds_per_frame for r in results]))
+    keys = {v: cache_key(dataset, dataset.video(v), backbone, dataset.crop).digest for v in train}
+    return embeddings, seconds_per_frame, keys
+
+
+def _training_labels(dataset: Any, n_frames: dict[str, int]) -> dict[str, Any]:
+    from mbr_bench.benchmark.data.labels import read_labels
+
+    labels = {}
+    for entry in dataset.split("train"):
+        labels[entry.id] = read_labels(entry.labels, dataset.behaviours, n_frames=n_frames[entry.id], fps=entry.fps)
+    return labels
+
+
+def run(options: RunOptions) -> list[PairOutcome]:
+    """Run every requested study; returns one outcome per behaviour x pair."""
+    from mbr_bench.benchmark.backbones import BACKBONES, build_backbone
+    from mbr_bench.benchmark.cv import check_fold_labels, leave_one_video_out
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.heads import HEADS
+    from mbr_bench.search_spaces.loader import load_search_space
+    from mbr_bench.tracking.provenance import standard_tags
+    from mbr_bench.tracking.queries import default_tracking_uri
+    from mbr_bench.tracking.runs import Tracker
+
+    progress = SearchProgress(enabled=options.progress)
+    try:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{options.workdir}: cannot create the work directory ({error.strerror}); "
+                          "pass a writable --workdir") from None
+    manifest, demo = _prepare_dataset(options, progress)
+    dataset = load_dataset(manifest)
+    if not dataset.labelled:
+        raise DataError(f"{dataset.path}: no video has labels; a search needs labelled train videos "
+                        "(add labels: and split: to the manifest)")
+    behaviours = list(dataset.behaviours) if options.study == "all" else [options.study]
+    _check_names("behaviour", behaviours, list(dataset.behaviours))
+    backbone_names = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
+    head_names = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
+    _check_names("backbone", backbone_names, BACKBONES.list())
+    _check_names("head", head_names, HEADS.list())
+    if options.sampler not in ("tpe", "grid"):
+        raise ConfigError(f"--sampler must be tpe or grid, got {options.sampler!r}")
+    space_path = options.search_space
+    if space_path is None and demo:
+        from mbr_bench.search_spaces.loader import default_space_path
+
+        space_path = default_space_path("demo")
+    spaces = {h: load_search_space(h, space_path, allowed=HEADS.get(h).param_names()) for h in head_names}
+    n_trials = options.n_trials if options.n_trials is not None else (
+        None if options.sampler == "grid" else DEMO_TRIALS if demo else DEFAULT_TRIALS)
+    folds = leave_one_video_out(dataset)
+    storage = options.storage or default_storage(options.workdir)
+    tracker = Tracker(options.tracking_uri or default_tracking_uri(options.workdir))
+    for behaviour in behaviours:
+        for stale in tracker.close_stale_runs(behaviour):
+            progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
+    cache = EmbeddingCache(options.workdir / "cache")
+    dataset_hash = _dataset_hash(dataset)
+    progress.message(
+        f"dataset {dataset.name}: {len(dataset.split('train'))} train videos ({len(folds)} folds), "
+        f"{len(dataset.split('test'))} test videos held out; behaviours {', '.join(behaviours)}; "
+        f"pairs {len(backbone_names)} backbones x {len(head_names)} heads; "
+        f"{'grid' if n_trials is None else n_trials} trial(s) each"
+    )
+
+    outcomes: list[PairOutcome] = []
+    for backbone_name in backbone_names:
+        try:
+            backbone = build_backbone(backbone_name, dataset, weights=options.weights)
+            progress.message(f"embedding training videos with {backbone_name} (cached after the first run)")
+            embeddings, seconds_per_frame, cache_keys = _embed_training_videos(dataset, backbone, cache, options)
+        except WeightsError as error:
+            if not demo or options.backbones:
+                raise
+            # The built-in demo goes on without a CNN whose weights cannot be had offline.
+            progress.message(f"skipping {backbone_name}: {error}")
+            continue
+        labels = _training_labels(dataset, {v: len(a) for v, a in embeddings.items()})
+        for behaviour in behaviours:
+            y = {v: frame[behaviour].to_numpy() for v, frame in labels.items()}
+            for fold in folds:
+                warning = check_fold_labels(fold, y, behaviour, dataset.path)
+                if warning:
+                    progress.message(f"warning: {warning}")
+            for head_name in head_names:
+                outcomes.append(_run_pair(
+                    behaviour, backbone_name, head_name, spaces[head_name], embeddings, y, seconds_per_frame,
+                    cache_keys, folds, storage, tracker, n_trials, options, progress,
+                    standard_tags(dataset_hash, cache_keys, options.seed),
+                ))
+    return outcomes
+
+
+def _run_pair(
+    behaviour: str, backbone_name: str, head_name: str, space: Any, embeddings: dict, y: dict,
+    seconds_per_frame: float, cache_keys: dict, folds: list, storage: str, tracker: Any,
+    n_trials: int | None, options: RunOptions, progress: SearchProgress, tags: dict[str, str],
+) -> PairOutcome:
+    import optuna
+
+    from mbr_bench.benchmark.search import PairData, TrialFailed, make_objective, make_pruner, make_sampler, study_name
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = study_name(behaviour, backbone_name, head_name)
+    progress.set_context(f"{behaviour} · {backbone_name}+{head_name} · ")
+    outcome = PairOutcome(behaviour, backbone_name, head_name)
+    outcome.positive_rate = float(np.mean(np.concatenate(list(y.values()))))
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+            sampler=make_sampler(options.sampler, space, options.seed), pruner=make_pruner(),
+        )
+    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as error:
+        raise ConfigError(f"--storage {storage}: cannot open the Optuna storage ({error}); "
+                          "pass an RDB URL such as sqlite:///path/optuna.db or postgresql://user@host/db") from None
+    data = PairData(embeddings, y, seconds_per_frame, cache_keys)
+    already = len(study.trials)
+    progress.message(f"study {name}: {already} earlier trial(s) in {storage.split('?')[0]}")
+    with tracker.pair_run(behaviour, backbone_name, head_name, tags={**tags, "mbr.study": name}) as pair:
+        pair.log_params({"sampler": options.sampler, "search_space": str(space.source), "n_folds": len(folds)})
+        objective = make_objective(behaviour, head_name, space, data, folds, pair, options.seed, progress)
+        study.optimize(objective, n_trials=n_trials, timeout=options.timeout, catch=(TrialFailed,))
+        states = [t.state for t in study.trials]
+        outcome.complete = states.count(optuna.trial.TrialState.COMPLETE)
+        outcome.pruned = states.count(optuna.trial.TrialState.PRUNED)
+        outcome.failed = states.count(optuna.trial.TrialState.FAIL)
+        if outcome.complete:
+            best = study.best_trial
+            outcome.best_score = float(best.value)
+            outcome.best_params = dict(best.params)
+            pair.log_metrics({"best_cv_pr_auc": outcome.best_score, "n_trials_complete": outcome.complete,
+                              "n_trials_pruned": outcome.pruned, "n_trials_failed": outcome.failed})
+            pair.set_tags({"mbr.best_trial": str(best.number)})
+            outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
+    progress.set_context("")
+    return outcome

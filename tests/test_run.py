@@ -1,0 +1,102 @@
+"""`mbr-bench run` end to end on a small synthetic dataset: MLflow structure and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mbr_bench.benchmark.cli import main
+
+FIGURES = {"figures/pr_curve.png", "figures/confusion_matrix.png"}
+COMPUTE = {"compute/train_seconds", "compute/seconds_per_epoch", "compute/inference_frames_per_second",
+           "compute/peak_rss_mb", "compute/n_params", "compute/embedding_seconds_per_frame"}
+
+
+def _artifacts(client, run_id, path=""):
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    from mbr_bench.benchmark.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data"), n_videos=4, n_frames=400, seed=5, n_test=1)
+
+
+@pytest.mark.slow
+def test_run_tracks_every_pair_and_resumes(small_dataset, tmp_path, capsys):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    workdir = tmp_path / "work"
+    uri = f"sqlite:///{tmp_path}/tracking/mlflow.db"
+    argv = ["run", "--study", "wall_rearing", "--dataset", str(small_dataset), "--backbones", "pose",
+            "--heads", "frame_mlp", "lstm", "--n-trials", "2", "--workdir", str(workdir), "--tracking-uri", uri,
+            "--search-space", str(_demo_space()), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "pose" in out and "lstm" in out and "mbr-bench ui --tracking-uri" in out
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mbr-bench/wall_rearing")
+    pairs = client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'pair'")
+    assert sorted(r.info.run_name for r in pairs) == ["pose+frame_mlp", "pose+lstm"]
+    for pair in pairs:
+        assert pair.info.status == "FINISHED"
+        for tag in ("mbr.dataset_hash", "mbr.seed", "mbr.versions", "mbr.cache_keys", "mbr.git_commit"):
+            assert tag in pair.data.tags, tag
+        assert set(json.loads(pair.data.tags["mbr.versions"])) >= {"tensorflow", "optuna", "mlflow", "keras-tcn"}
+        trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{pair.info.run_id}'")
+        assert len(trials) == 2
+        for trial in trials:
+            assert trial.info.status == "FINISHED"
+            metrics = trial.data.metrics
+            assert trial.data.tags["mbr.state"] in ("complete", "pruned")
+            assert {"fold0/pr_auc", "fold0/accuracy", "fold0/precision", "fold0/recall"} <= set(metrics)
+            if trial.data.tags["mbr.state"] == "complete":
+                assert {"cv/pr_auc_mean", "cv/pr_auc_std", "cv/accuracy_mean", "cv/recall_mean"} <= set(metrics)
+                assert 0.0 <= metrics["cv/pr_auc_mean"] <= 1.0
+                assert "fold2/pr_auc" in metrics
+            assert COMPUTE <= set(metrics)
+            assert metrics["compute/n_params"] > 0 and metrics["compute/train_seconds"] > 0
+            artifacts = _artifacts(client, trial.info.run_id)
+            assert FIGURES <= artifacts
+            assert {"folds/fold0_pr_curve.json", "folds/fold0_confusion.json"} <= artifacts
+            assert trial.data.params  # the trial's hyperparameters
+
+    storage = f"sqlite:///{(workdir / 'optuna.db').resolve()}"
+    study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
+    assert len(study.trials) == 2
+
+    # The same command again adds trials to the same studies and the same parent runs.
+    assert main(argv) == 0
+    capsys.readouterr()
+    study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
+    assert len(study.trials) == 4
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    pairs_after = client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'pair'")
+    assert sorted(r.info.run_id for r in pairs_after) == sorted(r.info.run_id for r in pairs)
+    lstm_pair = next(r for r in pairs_after if r.info.run_name == "pose+lstm")
+    trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{lstm_pair.info.run_id}'")
+    assert len(trials) == 4
+    assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def _demo_space():
+    from mbr_bench.search_spaces.loader import default_space_path
+
+    return default_space_path("demo")
+
+
+def test_run_rejects_unknown_names_and_unlabelled_data(small_dataset, tmp_path, capsys):
+    base = ["run", "--dataset", str(small_dataset), "--workdir", str(tmp_path), "--no-progress"]
+    assert main(base + ["--study", "sniffing"]) == 2
+    assert "unknown behaviour 'sniffing'; known: grooming, mid_rearing, wall_rearing" in capsys.readouterr().err
+    assert main(base + ["--study", "grooming", "--heads", "gru"]) == 2
+    assert "unknown head 'gru'; known:" in capsys.readouterr().err
+    assert main(base + ["--study", "grooming", "--backbones", "vgg"]) == 2
+    assert "unknown backbone 'vgg'" in capsys.readouterr().err
