@@ -36,7 +36,7 @@ def test_run_tracks_every_pair_and_resumes(small_dataset, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/tracking/mlflow.db"
     argv = ["run", "--study", "wall_rearing", "--dataset", str(small_dataset), "--backbones", "pose",
             "--heads", "frame_mlp", "lstm", "--n-trials", "2", "--workdir", str(workdir), "--tracking-uri", uri,
-            "--search-space", str(_demo_space()), "--no-progress"]
+            "--search-space", str(_tiny_space(tmp_path)), "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "pose" in out and "lstm" in out and "mbr-bench ui --tracking-uri" in out
@@ -86,10 +86,16 @@ def test_run_tracks_every_pair_and_resumes(small_dataset, tmp_path, capsys):
     assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
 
 
-def _demo_space():
-    from mbr_bench.search_spaces.loader import default_space_path
-
-    return default_space_path("demo")
+def _tiny_space(tmp_path):
+    """Small models and few epochs: this test checks bookkeeping, not learning."""
+    path = tmp_path / "tiny_space.yaml"
+    path.write_text(
+        "frame_mlp: {units: {choices: [8, 16]}, sequence_length: 100, max_epochs: 4, patience: 2,"
+        " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n"
+        "lstm: {units: {choices: [8, 16]}, sequence_length: 100, max_epochs: 4, patience: 2,"
+        " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n"
+    )
+    return path
 
 
 def test_run_rejects_unknown_names_and_unlabelled_data(small_dataset, tmp_path, capsys):
