@@ -188,14 +188,20 @@ def run(options: RunOptions) -> list[PairOutcome]:
         labels = _training_labels(dataset, {v: len(a) for v, a in embeddings.items()})
         for behaviour in behaviours:
             y = {v: frame[behaviour].to_numpy() for v, frame in labels.items()}
+            scored_folds = []
             for fold in folds:
                 warning = check_fold_labels(fold, y, behaviour, dataset.path)
-                if warning:
-                    progress.message(f"warning: {warning}")
+                if warning:  # no positive frame to validate on: neither PR-AUC nor early stopping exist
+                    progress.message(f"warning: {warning}; fold {fold.index + 1} is left out for {behaviour}")
+                else:
+                    scored_folds.append(fold)
+            if not scored_folds:
+                raise DataError(f"{dataset.path}: no training video shows '{behaviour}'; "
+                                "label it in at least two training videos to search for it")
             for head_name in head_names:
                 outcomes.append(_run_pair(
                     behaviour, backbone_name, head_name, spaces[head_name], embeddings, y, seconds_per_frame,
-                    cache_keys, folds, storage, tracker, n_trials, options, progress,
+                    cache_keys, scored_folds, storage, tracker, n_trials, options, progress,
                     standard_tags(dataset_hash, cache_keys, options.seed),
                 ))
     return outcomes

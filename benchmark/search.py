@@ -134,14 +134,14 @@ def make_objective(
             try:
                 def on_fold(fold: Fold, metrics: dict, y_val: np.ndarray, proba: np.ndarray, head: Any) -> bool:
                     tracked.log_fold(fold.index, fold.val_id, metrics, y_val, proba, int(metrics["epochs"]))
-                    progress.fold(trial_label, fold.index + 1, len(folds), fold.val_id, metrics["pr_auc"],
+                    progress.fold(trial_label, folds.index(fold) + 1, len(folds), fold.val_id, metrics["pr_auc"],
                                   int(metrics["epochs_run"]), metrics["train_seconds"])
                     running.append(metrics["pr_auc"])
-                    trial.report(float(np.nanmean(running)), step=fold.index)
+                    trial.report(float(np.nanmean(running)), step=len(running) - 1)
                     return trial.should_prune()
 
                 def on_epoch(fold: Fold, epoch: int, logs: dict) -> None:
-                    progress.epoch(trial_label, fold.index + 1, len(folds), epoch, logs)
+                    progress.epoch(trial_label, folds.index(fold) + 1, len(folds), epoch, logs)
 
                 fold_metrics, compute = cross_validate(
                     lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds, on_fold, on_epoch

@@ -44,6 +44,9 @@ def test_pose_backbone_embeds_every_frame_once(tiny_dataset, tmp_path):
 def test_image_backbone_crop_modes(tiny_dataset, tmp_path, mode):
     dataset = load_dataset(tiny_dataset(n_frames=30))
     cache = EmbeddingCache(tmp_path / "cache")
+    import keras
+
+    keras.utils.set_random_seed(0)  # random-init weights: make the activations the same every run
     backbone = BACKBONES.build("mobilenet_v2", weights="none", input_size=32)
     crop = dataset.crop if mode == "pose" else type(dataset.crop)(mode=mode, size=32)
     results = embed_dataset(dataset, backbone, cache, crop=crop, batch_size=8, video_ids=["t1"], progress=False)
@@ -64,8 +67,10 @@ def test_image_backbone_crop_modes(tiny_dataset, tmp_path, mode):
     direct = backbone.embed_images(crops[[0, 17, 29]])
     # Random-init activations are tiny, so compare relative to their scale.
     np.testing.assert_allclose(array[[0, 17, 29]], direct, rtol=1e-4, atol=1e-4 * np.abs(direct).max())
-    assert np.abs(array[0] - array[17]).max() > 1e-2 * np.abs(direct).max()
     if mode == "full":
+        # The disc moves across the whole frame, so rows differ; in pose and tracker modes the crop
+        # follows the disc and frames look alike by design.
+        assert np.abs(array[0] - array[17]).max() > 1e-2 * np.abs(direct).max()
         return  # the whole frame does not depend on crop.size
     # Crop settings are part of the key: another size is another entry.
     other = type(crop)(mode=crop.mode, size=40, centre=crop.centre)

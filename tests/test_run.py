@@ -106,3 +106,16 @@ def test_run_rejects_unknown_names_and_unlabelled_data(small_dataset, tmp_path, 
     assert "unknown head 'gru'; known:" in capsys.readouterr().err
     assert main(base + ["--study", "grooming", "--backbones", "vgg"]) == 2
     assert "unknown backbone 'vgg'" in capsys.readouterr().err
+
+
+def test_a_validation_video_without_the_behaviour_is_left_out_not_fatal(tiny_dataset, tmp_path, capsys):
+    path = tiny_dataset(n_frames=60, split=("train", "train", "train", "test"))
+    labels = path.parent / "labels" / "t2.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
+    argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
+            "--n-trials", "1", "--workdir", str(tmp_path / "w"), "--search-space", str(_tiny_space(tmp_path))]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "fold 3 is left out for rearing" in captured.err
+    assert "fold 1/2" in captured.err and "fold 2/2" in captured.err and "fold 3/" not in captured.err
