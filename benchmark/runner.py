@@ -80,6 +80,22 @@ def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Pat
     return manifest, True
 
 
+def open_storage(url: str) -> Any:
+    """The Optuna RDB storage at `url`, opened before any work so a bad URL fails in a second."""
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.get_storage(url)
+    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        reason = str(error).splitlines()[0][:200]
+        fix = ("install the PostgreSQL driver (pip install psycopg2-binary)"
+               if url.startswith("postgresql") and isinstance(error, ImportError)
+               else "pass an RDB URL such as sqlite:////abs/path/optuna.db or postgresql://user:pass@host/db, "
+                    "with a reachable server and a writable folder")
+        raise ConfigError(f"--storage {url}: cannot open the Optuna storage ({reason}); {fix}") from None
+
+
 def _dataset_hash(dataset: Any) -> str:
     from mbr_bench.benchmark.features.embed import content_hash
 
@@ -159,7 +175,8 @@ def run(options: RunOptions) -> list[PairOutcome]:
     n_trials = options.n_trials if options.n_trials is not None else (
         None if options.sampler == "grid" else DEMO_TRIALS if demo else DEFAULT_TRIALS)
     folds = leave_one_video_out(dataset)
-    storage = options.storage or default_storage(options.workdir)
+    storage_url = options.storage or default_storage(options.workdir)
+    storage = open_storage(storage_url)
     tracker = Tracker(options.tracking_uri or default_tracking_uri(options.workdir))
     for behaviour in behaviours:
         for stale in tracker.close_stale_runs(behaviour):
@@ -201,7 +218,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
             for head_name in head_names:
                 outcomes.append(_run_pair(
                     behaviour, backbone_name, head_name, spaces[head_name], embeddings, y, seconds_per_frame,
-                    cache_keys, scored_folds, storage, tracker, n_trials, options, progress,
+                    cache_keys, scored_folds, storage, storage_url, tracker, n_trials, options, progress,
                     standard_tags(dataset_hash, cache_keys, options.seed),
                 ))
     return outcomes
@@ -209,7 +226,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
 
 def _run_pair(
     behaviour: str, backbone_name: str, head_name: str, space: Any, embeddings: dict, y: dict,
-    seconds_per_frame: float, cache_keys: dict, folds: list, storage: str, tracker: Any,
+    seconds_per_frame: float, cache_keys: dict, folds: list, storage: Any, storage_url: str, tracker: Any,
     n_trials: int | None, options: RunOptions, progress: SearchProgress, tags: dict[str, str],
 ) -> PairOutcome:
     import optuna
@@ -221,17 +238,13 @@ def _run_pair(
     progress.set_context(f"{behaviour} · {backbone_name}+{head_name} · ")
     outcome = PairOutcome(behaviour, backbone_name, head_name)
     outcome.positive_rate = float(np.mean(np.concatenate(list(y.values()))))
-    try:
-        study = optuna.create_study(
-            study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-            sampler=make_sampler(options.sampler, space, options.seed), pruner=make_pruner(),
-        )
-    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as error:
-        raise ConfigError(f"--storage {storage}: cannot open the Optuna storage ({error}); "
-                          "pass an RDB URL such as sqlite:///path/optuna.db or postgresql://user@host/db") from None
+    study = optuna.create_study(
+        study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+        sampler=make_sampler(options.sampler, space, options.seed), pruner=make_pruner(),
+    )
     data = PairData(embeddings, y, seconds_per_frame, cache_keys)
     already = len(study.trials)
-    progress.message(f"study {name}: {already} earlier trial(s) in {storage.split('?')[0]}")
+    progress.message(f"study {name}: {already} earlier trial(s) in {storage_url.split('?')[0]}")
     with tracker.pair_run(behaviour, backbone_name, head_name, tags={**tags, "mbr.study": name}) as pair:
         pair.log_params({"sampler": options.sampler, "search_space": str(space.source), "n_folds": len(folds)})
         objective = make_objective(behaviour, head_name, space, data, folds, pair, options.seed, progress)

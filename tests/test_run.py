@@ -106,6 +106,10 @@ def test_run_rejects_unknown_names_and_unlabelled_data(small_dataset, tmp_path, 
     assert "unknown head 'gru'; known:" in capsys.readouterr().err
     assert main(base + ["--study", "grooming", "--backbones", "vgg"]) == 2
     assert "unknown backbone 'vgg'" in capsys.readouterr().err
+    assert main(base + ["--study", "grooming", "--backbones", "pose", "--storage", "notaurl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--storage notaurl: cannot open the Optuna storage" in err
+    assert not (tmp_path / "cache").exists()  # failed before any embedding
 
 
 def test_a_validation_video_without_the_behaviour_is_left_out_not_fatal(tiny_dataset, tmp_path, capsys):
