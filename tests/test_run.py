@@ -123,3 +123,35 @@ def test_a_validation_video_without_the_behaviour_is_left_out_not_fatal(tiny_dat
     captured = capsys.readouterr()
     assert "fold 3 is left out for rearing" in captured.err
     assert "fold 1/2" in captured.err and "fold 2/2" in captured.err and "fold 3/" not in captured.err
+
+
+@pytest.mark.slow
+def test_builtin_default_builds_its_data_once_and_skips_a_cnn_without_weights(tmp_path, monkeypatch, capsys):
+    """`mbr-bench run --study X` with no --dataset, shrunk: offline, the CNN is skipped, not fatal."""
+    from mbr_bench.benchmark import runner
+    from mbr_bench.benchmark.backbones.keras_apps import KerasApplicationBackbone
+    from mbr_bench.benchmark.errors import WeightsError
+
+    monkeypatch.setattr(runner, "DEMO_VIDEOS", 4)
+    monkeypatch.setattr(runner, "DEMO_FRAMES", 300)
+    monkeypatch.setattr(runner, "DEMO_HEADS", ("frame_mlp",))
+    monkeypatch.setattr(runner, "DEMO_TRIALS", 1)
+
+    def offline(self):
+        raise WeightsError(f"{self.name}: could not get ImageNet weights (no network); copy the file")
+
+    monkeypatch.setattr(KerasApplicationBackbone, "build", offline)
+    argv = ["run", "--study", "wall_rearing", "--workdir", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "writing the built-in synthetic open field" in captured.err
+    assert "skipping mobilenet_v2: mobilenet_v2: could not get ImageNet weights" in captured.err
+    assert (tmp_path / "synthetic" / "dataset.yaml").is_file()
+    table = [line for line in captured.out.splitlines() if line.startswith("wall_rearing")]
+    assert len(table) == 1 and "pose" in table[0] and "frame_mlp" in table[0]
+    assert not list((tmp_path / "cache").glob("mobilenet_v2/*.npy"))  # nothing half-written
+
+    assert main(argv) == 0  # the second run reuses the data and adds a trial
+    captured = capsys.readouterr()
+    assert "writing the built-in synthetic open field" not in captured.err
+    assert "1 earlier trial(s)" in captured.err
