@@ -133,26 +133,28 @@ def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         thread.join(timeout=5)
 
 
-def _image_frames(dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int) -> tuple[int, Iterator[np.ndarray]]:
-    info = probe_video(entry.video)
+def _image_frames(
+    dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int, n_frames: int
+) -> Iterator[np.ndarray]:
     centres = None
     if crop.mode == "pose":
         pose = read_pose(_require_pose(dataset, entry, "crop.mode pose"), individual=dataset.individual)
         centres = centre_track(pose, crop.centre, crop.min_likelihood)
-        if len(centres) != info.n_frames:
+        if len(centres) != n_frames:
             raise DataError(
-                f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {info.n_frames}, "
+                f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_frames}, "
                 f"pose {len(centres)}; the pose file must have one row per video frame"
             )
     elif crop.mode == "tracker":
         centres = track_centroids(entry.video)
-    return info.n_frames, iter_crops(entry.video, crop, out_size, centres=centres)
+    return iter_crops(entry.video, crop, out_size, centres=centres)
 
 
 def _embed_images(
     dataset: Dataset, entry: VideoEntry, backbone: ImageBackbone, crop: CropSettings, out: np.ndarray, batch_size: int, bar: Any
 ) -> None:
-    n_frames, crops = _image_frames(dataset, entry, crop, backbone.input_size)
+    n_frames = len(out)
+    crops = _image_frames(dataset, entry, crop, backbone.input_size, n_frames)
     filled = 0
     for batch in _prefetch(_batches(crops, batch_size, backbone.input_size)):
         if filled + len(batch) > n_frames:
