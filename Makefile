@@ -19,9 +19,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The main job on the built-in default: the synthetic open field, small budget, all default pairs.
+# The main job on the built-in default: the synthetic open field, small budget, all default pairs,
+# then the leaderboard: each pair's best trial refit, tested once on the held-out videos, compared.
 demo: setup
 	$(BIN)/mbr-bench run --study wall_rearing --workdir $(WORKDIR)
+	$(BIN)/mbr-bench leaderboard --study wall_rearing --workdir $(WORKDIR)
 
 test: setup
 	$(BIN)/python -m pytest

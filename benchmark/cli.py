@@ -140,6 +140,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- leaderboard
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.postprocess import parse_threshold_rule
+    from mbr_bench.benchmark.results.leaderboard import LeaderboardOptions, build_leaderboard
+    from mbr_bench.benchmark.results.refit import RefitSettings
+    from mbr_bench.benchmark.results.report import terminal_table
+
+    parse_threshold_rule(args.threshold)  # a typo fails now, not after the first refit
+    workdir = _workdir(args)
+    board = build_leaderboard(LeaderboardOptions(
+        study=args.study, workdir=workdir, tracking_uri=args.tracking_uri, out_dir=args.out,
+        refit=not args.no_refit, register=not args.no_register, progress=not args.no_progress,
+        refit_settings=RefitSettings(threshold_rule=args.threshold, seed=args.seed, dataset=args.dataset,
+                                     progress=not args.no_progress and sys.stderr.isatty()),
+    ))
+    for behaviour, rows in board.rows.items():
+        print(f"\n{behaviour}: {len(rows)} pair(s), sorted by CV PR-AUC; test = held-out videos, once")
+        print(terminal_table(rows))
+    print()
+    for behaviour, model in board.registered.items():
+        print(f"best {behaviour} model: {model}  (mbr-bench predict --model {model.rsplit('/', 1)[0]} VIDEO)")
+    for key in ("html", "markdown", "csv"):
+        print(f"wrote {board.files[key]}")
+    figures = [path for key, path in board.files.items() if key not in ("html", "markdown", "csv")]
+    if figures:
+        print(f"wrote {len(figures)} figure(s) to {figures[0].parent}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.bundle import resolve_bundle
+    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.predict import PredictOptions, predict_videos
+    from mbr_bench.benchmark.table import format_table
+    from mbr_bench.tracking.queries import default_tracking_uri
+
+    workdir = _workdir(args)
+    uri = args.tracking_uri or default_tracking_uri(workdir)
+    bundles = [resolve_bundle(model, uri, workdir / "models") for model in args.model]
+    outcomes = predict_videos(PredictOptions(
+        bundles=bundles, inputs=args.videos, out_dir=args.out, cache=EmbeddingCache(workdir / "cache"),
+        pose=args.pose, exclusive=args.exclusive, batch_size=args.batch_size,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    ))
+    behaviours = [bundle.behaviour for bundle in bundles]
+    print(format_table(
+        ["video", "frames", "fps", *[f"{b} frames" for b in behaviours], "seconds", "csv"],
+        [[o.video.name, o.frames, f"{o.fps:g}", *[o.positives.get(b, 0) for b in behaviours],
+          f"{o.seconds:.1f}", o.csv] for o in outcomes],
+    ))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
@@ -233,6 +287,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
     run.add_argument("--no-progress", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
+
+    board = commands.add_parser(
+        "leaderboard", help="refit each pair's best trial, test it once, and compare all pairs (table, CSV, HTML)")
+    board.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a searched behaviour, or all")
+    board.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+    board.add_argument("--dataset", type=Path,
+                       help="dataset.yaml, if it moved since the search (default: the one the search recorded)")
+    board.add_argument("--out", type=Path, help="folder for leaderboard.{csv,md,html} and PNGs (default: "
+                       "WORKDIR/leaderboard)")
+    board.add_argument("--threshold", default="max_f1", metavar="RULE",
+                       help="how the decision threshold is chosen on the CV folds: max_f1 (default) or "
+                            "recall:0.9 (the highest threshold reaching that recall)")
+    board.add_argument("--seed", type=int, default=0, help="refit training seed (default: 0)")
+    board.add_argument("--no-refit", action="store_true", help="show existing refits only, train nothing")
+    board.add_argument("--no-register", action="store_true",
+                       help="do not register the best model per behaviour in the MLflow model registry")
+    board.add_argument("--no-progress", action="store_true", help="no progress lines")
+    board.set_defaults(func=cmd_leaderboard)
+
+    predict = commands.add_parser("predict", help="label new videos with trained models (one CSV per video)")
+    predict.add_argument("videos", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER", help="video files or folders")
+    predict.add_argument("--model", required=True, action="append", metavar="MODEL",
+                         help="a refit run id, a registered model name (mbr-bench.BEHAVIOUR[/VERSION]) or a model "
+                              "folder; repeat for several behaviours in one ethogram")
+    predict.add_argument("--pose", type=Path, help="pose file (one video) or folder of pose files (default: "
+                         "beside each video, <stem>.csv/.h5 or <stem>DLC*.csv/.h5)")
+    predict.add_argument("--out", type=Path, default=Path("predictions"),
+                         help="folder for the CSVs (default: ./predictions)")
+    predict.add_argument("--exclusive", action="store_true",
+                         help="at most one behaviour per frame (the most probable of those detected)")
+    predict.add_argument("--workdir", help=f"work directory: embedding cache, downloaded models (default: "
+                         f"$MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+    predict.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the work directory's store (127.0.0.1)")
     ui.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")

@@ -17,6 +17,7 @@ import numpy as np
 
 from mbr_bench.benchmark.errors import ConfigError, DataError, MbrError, WeightsError
 from mbr_bench.benchmark.progress import SearchProgress
+from mbr_bench.tracking.queries import TAG_BATCH_SIZE, TAG_DATASET, TAG_TRAIN_HASH, TAG_WEIGHTS
 
 # The built-in default: small enough for minutes on 2 CPU cores.
 DEMO_BACKBONES = ("pose", "mobilenet_v2")
@@ -96,12 +97,17 @@ def open_storage(url: str) -> Any:
         raise ConfigError(f"--storage {url}: cannot open the Optuna storage ({reason}); {fix}") from None
 
 
-def _dataset_hash(dataset: Any) -> str:
+def dataset_hash(dataset: Any, split: str | None = None) -> str:
+    """A short hash of the manifest's behaviours, splits and file contents (of one split if given).
+
+    The whole dataset identifies a search's data; the train part is what its results depend on,
+    and the test part what a refit's test scores depend on.
+    """
     from mbr_bench.benchmark.features.embed import content_hash
 
     record = {
         v.id: [v.split, *(content_hash(p) if p else None for p in (v.video, v.pose, v.labels))]
-        for v in dataset.videos
+        for v in dataset.videos if split is None or v.split == split
     }
     payload = json.dumps({"behaviours": list(dataset.behaviours), "videos": record}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -182,7 +188,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
     cache = EmbeddingCache(options.workdir / "cache")
-    dataset_hash = _dataset_hash(dataset)
+    data_hash, train_hash = dataset_hash(dataset), dataset_hash(dataset, "train")
     progress.message(
         f"dataset {dataset.name}: {len(dataset.split('train'))} train videos ({len(folds)} folds), "
         f"{len(dataset.split('test'))} test videos held out; behaviours {', '.join(behaviours)}; "
@@ -203,6 +209,9 @@ def run(options: RunOptions) -> list[PairOutcome]:
             progress.message(f"skipping {backbone_name}: {error}")
             continue
         labels = _training_labels(dataset, {v: len(a) for v, a in embeddings.items()})
+        # What a refit needs to rebuild this pair's inputs without the command line.
+        recipe = {TAG_DATASET: str(dataset.path), TAG_TRAIN_HASH: train_hash, TAG_WEIGHTS: options.weights or "",
+                  TAG_BATCH_SIZE: str(options.batch_size)}
         for behaviour in behaviours:
             y = {v: frame[behaviour].to_numpy() for v, frame in labels.items()}
             scored_folds = []
@@ -219,7 +228,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
                 outcomes.append(_run_pair(
                     behaviour, backbone_name, head_name, spaces[head_name], embeddings, y, seconds_per_frame,
                     cache_keys, scored_folds, storage, storage_url, tracker, n_trials, options, progress,
-                    standard_tags(dataset_hash, cache_keys, options.seed),
+                    {**standard_tags(data_hash, cache_keys, options.seed), **recipe},
                 ))
     return outcomes
 

@@ -76,6 +76,7 @@ def cross_validate(
     """
     fold_metrics: list[dict[str, float]] = []
     train_seconds = epochs_total = predict_seconds = predicted_frames = 0.0
+    cpu_started = time.process_time()  # all threads of this process: what the search costs in CPU
     n_params = 0
     for fold in folds:
         X_train = [data.embeddings[v] for v in fold.train_ids]
@@ -101,6 +102,7 @@ def cross_validate(
             break
     compute = {
         "train_seconds": train_seconds,
+        "cpu_seconds": time.process_time() - cpu_started,
         "seconds_per_epoch": train_seconds / max(epochs_total, 1.0),
         "inference_frames_per_second": predicted_frames / max(predict_seconds, 1e-9),
         "epochs_total": epochs_total,
@@ -151,9 +153,11 @@ def make_objective(
                 tracked.log_summary(summary)
                 tracked.log_compute(compute)
                 tracked.log_figures()
+                tracked.log_predictions()
                 for key in ("train_seconds", "epochs_total", "n_params"):
                     trial.set_user_attr(key, compute[key])
                 trial.set_user_attr("folds_done", len(fold_metrics))
+                trial.set_user_attr("mlflow_run_id", tracked.run_id)
                 trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
                 score = summary[OBJECTIVE]
                 pruned = len(fold_metrics) < len(folds)

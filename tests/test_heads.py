@@ -285,3 +285,29 @@ def test_weight_norm_tcn_saves_and_loads(tmp_path):
         rtol=1e-6, atol=1e-6,
     )
     assert type(loaded.get_layer("tcn_0")).__name__ == "WeightNormTCN"
+
+
+@pytest.mark.parametrize("name", HEADS.list())
+def test_saved_head_predicts_exactly_as_the_fitted_one(name, tmp_path):
+    from mbr_bench.benchmark.heads import load_head
+
+    X, y = videos(2, 60, seed=3)
+    head = build(name, max_epochs=2).fit(X, y, sample_weights(y))
+    head.save(tmp_path / "head")
+    loaded = load_head(tmp_path / "head")
+    as_lists = lambda params: {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}  # noqa: E731
+    assert type(loaded) is type(head) and as_lists(loaded.get_params()) == as_lists(head.get_params())
+    long_video = videos(1, 1000, seed=4)[0][0]  # several prediction chunks of windows
+    np.testing.assert_array_equal(loaded.predict_proba(long_video), head.predict_proba(long_video))
+
+
+def test_loading_a_damaged_head_is_a_data_error(tmp_path):
+    from mbr_bench.benchmark.heads import load_head
+
+    X, y = videos(2, 60, seed=3)
+    build("frame_mlp", max_epochs=1).fit(X, y, sample_weights(y)).save(tmp_path)
+    (tmp_path / "model.weights.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="model.weights.h5"):
+        load_head(tmp_path)
+    with pytest.raises(DataError, match="no saved head"):
+        load_head(tmp_path / "missing")

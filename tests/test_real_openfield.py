@@ -96,3 +96,32 @@ def test_real_video_embeds_to_2330_by_1280_with_imagenet_mobilenet(real_manifest
     assert near < far
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["videos"][0]["computed"] == 0
+
+    # A model bundle on these embeddings labels the real video through the same cache (the video id is
+    # its file stem there too); the CSV has one row per frame and the head's exact outputs.
+    from mbr_bench.benchmark.backbones import build_backbone
+    from mbr_bench.benchmark.bundle import ModelBundle
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.features.sequences import sample_weights
+    from mbr_bench.benchmark.heads import HEADS
+    from mbr_bench.benchmark.postprocess import PostProcess
+
+    dataset = load_dataset(real_manifest)
+    y = (np.arange(N_FRAMES) % 200 < 50).astype(np.int8)  # any labels: this checks plumbing, not learning
+    head = HEADS.build("frame_mlp", units=8, sequence_length=100, max_epochs=1).fit([array], [y], sample_weights([y]))
+    ModelBundle(
+        behaviour="rearing", backbone="mobilenet_v2", weights="imagenet",
+        backbone_config=build_backbone("mobilenet_v2", dataset, weights="imagenet").describe(), crop=dataset.crop,
+        heading=dataset.heading, individual=dataset.individual, head=head, threshold=0.5, threshold_rule="max_f1",
+        postprocess=PostProcess(closing=3),
+    ).save(tmp_path / "model")
+    video = dataset.videos[0]
+    assert main(["predict", "--model", str(tmp_path / "model"), str(video.video), "--pose", str(video.pose),
+                 "--out", str(tmp_path / "labels"), "--workdir", str(tmp_path), "--no-progress"]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "labels" / f"{video.video.stem}.csv")
+    assert len(table) == N_FRAMES and list(table.columns) == ["frame", "time_s", "rearing_probability",
+                                                              "rearing_label"]
+    np.testing.assert_array_equal(table["rearing_probability"].to_numpy(np.float32), head.predict_proba(array))
+    assert table["time_s"].iloc[-1] == pytest.approx((N_FRAMES - 1) / 30.0, abs=1e-3)

@@ -88,6 +88,7 @@ def study(tracker: Tracker) -> dict:
                 trial.log_summary(summary)
                 trial.log_compute(COMPUTE)
                 trial.log_figures()
+                trial.log_predictions()
                 logged["summary"][number] = summary
     logged["pair_id"] = pair.run_id
     return logged
@@ -168,6 +169,19 @@ def test_figures_and_fold_data_are_artifacts(study, client, store, tmp_path):
     assert confusion["tp"] == int(np.sum(predicted & (y == 1)))
     assert confusion["fp"] == int(np.sum(predicted & (y == 0)))
     assert np.sum(confusion["matrix"]) == len(y)
+
+
+def test_out_of_fold_predictions_and_typed_params_read_back(study, client):
+    from mbr_bench.tracking.queries import trial_params, trial_predictions
+
+    run = trial_runs(client, study["pair_id"])[1]
+    folds = trial_predictions(client, run.info.run_id)
+    assert [video for video, _, _ in folds] == ["video0", "video1", "video2"]
+    for k, (_, y, proba) in enumerate(folds):
+        _, logged_y, logged_proba = study["folds"][(1, k)]
+        np.testing.assert_array_equal(y, logged_y)
+        np.testing.assert_allclose(proba, logged_proba, rtol=1e-6)
+    assert trial_params(client, run.info.run_id) == {"units": 32, "dropout": 0.25}  # numbers, not text
 
 
 def test_resumed_study_adds_trials_under_the_same_parent(study, tracker, client):

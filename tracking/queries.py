@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
+
+# MLflow draws a progress bar for every artifact download; ours are small and many.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 EXPERIMENT_PREFIX = "mbr-bench/"
 
@@ -19,6 +26,15 @@ TAG_HEAD = "mbr.head"
 TAG_TRIAL = "mbr.trial"
 TAG_STATE = "mbr.state"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_DATASET = "mbr.dataset"  # absolute path of the dataset.yaml a pair was searched on
+TAG_TRAIN_HASH = "mbr.train_hash"  # hash of the train videos' files: what a search's results depend on
+TAG_TEST_HASH = "mbr.test_hash"  # on a refit run: hash of the test videos' files it was scored on
+TAG_WEIGHTS = "mbr.weights"  # the --weights given to the search ("" = the backbone's default)
+TAG_BATCH_SIZE = "mbr.batch_size"  # embedding batch size
+TAG_SOURCE_RUN = "mbr.source_run"  # on a refit run: the trial run whose parameters it used
+# Artifact names shared with runs.py.
+PARAMS_FILE = "params.json"
+OUT_OF_FOLD_FILE = "out_of_fold.npz"
 
 
 def experiment_name(behaviour: str) -> str:
@@ -112,3 +128,19 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
         f"tags.`{TAG_PARENT}` = {quote_filter_value(parent_run_id)} and tags.`{TAG_KIND}` = 'trial'",
     )
     return sorted(runs, key=lambda run: (int(run.data.tags.get(TAG_TRIAL, -1)), run.info.start_time))
+
+
+def trial_params(client: MlflowClient, run_id: str) -> dict:
+    """A trial's hyperparameters with their types (MLflow's own params are text)."""
+    with tempfile.TemporaryDirectory(prefix="mbr-params-") as folder:
+        path = client.download_artifacts(run_id, PARAMS_FILE, folder)
+        return dict(json.loads(Path(path).read_text())["params"])
+
+
+def trial_predictions(client: MlflowClient, run_id: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A trial's out-of-fold (validation video, labels, probabilities), in fold order."""
+    with tempfile.TemporaryDirectory(prefix="mbr-oof-") as folder:
+        path = client.download_artifacts(run_id, f"predictions/{OUT_OF_FOLD_FILE}", folder)
+        with np.load(path) as data:
+            folds = sorted(int(key[2:]) for key in data.files if key.startswith("y_"))
+            return [(str(data[f"video_{k}"]), data[f"y_{k}"], data[f"proba_{k}"]) for k in folds]

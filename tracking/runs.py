@@ -24,6 +24,7 @@ import getpass
 import logging
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from mbr_bench.tracking.figures import (
 )
 from mbr_bench.tracking.provenance import TAG_VALUE_LIMIT, process_alive, process_identity
 from mbr_bench.tracking.queries import (
+    OUT_OF_FOLD_FILE,
+    PARAMS_FILE,
     TAG_BACKBONE,
     TAG_BEHAVIOUR,
     TAG_HEAD,
@@ -65,6 +68,7 @@ TRIAL_STATES = ("complete", "pruned", "failed")
 TAG_PROCESS = "mbr.process"  # host:pid:start of the process that last opened the run
 TAG_ERROR = "mbr.error"  # why a run ended FAILED or KILLED
 PARAM_VALUE_LIMIT = 6000
+
 # log_batch limits: 1000 entities per request, of which at most 100 params and tags together.
 _METRICS_PER_REQUEST = 900
 _PARAMS_TAGS_PER_REQUEST = 100
@@ -225,6 +229,7 @@ class TrialRun(_Run):
         self.state: str | None = None
         self._title = title
         self._folds: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
+        self._fold_videos: dict[int, str] = {}
 
     def set_state(self, state: str) -> None:
         """Record how the trial ended for Optuna: ``complete``, ``pruned`` or ``failed`` (tag ``mbr.state``)."""
@@ -273,6 +278,7 @@ class TrialRun(_Run):
             f"folds/fold{k}_confusion.json",
         )
         self._folds[k] = (y, p, f"fold {k} ({val_video})")
+        self._fold_videos[k] = val_video
 
     def log_summary(self, summary: dict[str, float]) -> None:
         """Log the cross-validation summary, e.g. ``pr_auc_mean``, ``pr_auc_std``, as ``cv/<key>``."""
@@ -281,7 +287,7 @@ class TrialRun(_Run):
     def log_compute(self, compute: dict[str, float]) -> None:
         """Log the cost of the trial as ``compute/<key>``.
 
-        Keys in use: ``train_seconds``, ``seconds_per_epoch``, ``inference_frames_per_second``,
+        Keys in use: ``train_seconds``, ``cpu_seconds``, ``seconds_per_epoch``, ``inference_frames_per_second``,
         ``peak_rss_mb``, ``n_params``, ``embedding_seconds_per_frame``, ``epochs_total``.
         """
         self.log_metrics(
@@ -314,6 +320,26 @@ class TrialRun(_Run):
             self._client.log_figure(self.run_id, figure, "figures/confusion_matrix.png")
         finally:
             figure.clear()
+
+    def log_predictions(self) -> None:
+        """Store the out-of-fold labels and probabilities of every fold logged so far.
+
+        ``predictions/out_of_fold.npz`` holds, per fold k, ``video_k`` (its validation video),
+        ``y_k`` (int8) and ``proba_k`` (float32): what the decision threshold and the
+        post-processing are tuned on after the search, without training again.
+        """
+        if not self._folds:
+            return
+        arrays: dict[str, np.ndarray] = {}
+        for k in sorted(self._folds):
+            y, p, _ = self._folds[k]
+            arrays[f"video_{k}"] = np.array(self._fold_videos[k])
+            arrays[f"y_{k}"] = y.astype(np.int8)
+            arrays[f"proba_{k}"] = p.astype(np.float32)
+        with tempfile.TemporaryDirectory(prefix="mbr-oof-") as folder:
+            path = Path(folder) / OUT_OF_FOLD_FILE
+            np.savez_compressed(path, **arrays)
+            self.log_artifact(path, "predictions")
 
     def end(self, status: str = FINISHED, error: BaseException | None = None) -> None:
         """End the run; a trial without a state gets ``complete`` (FINISHED) or ``failed`` (FAILED, KILLED)."""
@@ -375,6 +401,8 @@ class PairRun(_Run):
         self._open_trials = [t for t in self._open_trials if not t.ended] + [trial]
         try:
             trial.log_params(params)
+            # Typed values (MLflow params are text), so a refit rebuilds exactly this head.
+            trial.log_dict({"params": params}, PARAMS_FILE)
         except BaseException as exc:
             trial.end(KILLED if isinstance(exc, KeyboardInterrupt) else FAILED, error=exc)
             raise
@@ -489,6 +517,21 @@ class Tracker:
         if existing is not None:
             pair.set_tags(run_tags)
         return pair
+
+    def result_run(self, behaviour: str, kind: str, run_name: str, tags: dict[str, str],
+                   parent_run_id: str | None = None) -> _Run:
+        """Start a run of another `kind` (``refit``, ``leaderboard``) in the behaviour's experiment.
+
+        With `parent_run_id` it nests under that run (a refit under its pair), so the UI shows it
+        with the search it came from. Use it as a context manager, like the others.
+        """
+        run_tags = {**_source_tags(), **{str(k): str(v) for k, v in tags.items()}, TAG_BEHAVIOUR: behaviour,
+                    TAG_KIND: kind, TAG_PROCESS: process_identity()}
+        if parent_run_id is not None:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(self.experiment_id(behaviour), run_name=run_name,
+                                     tags={key: value[:TAG_VALUE_LIMIT] for key, value in run_tags.items()})
+        return _Run(self.client, run)
 
     def close_stale_runs(self, behaviour: str, everywhere: bool = False) -> list[str]:
         """Mark KILLED the runs of a behaviour's experiment left RUNNING by a process that is gone.

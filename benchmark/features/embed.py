@@ -64,7 +64,9 @@ def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: Cro
     if isinstance(backbone, PoseBackbone):
         fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "the pose backbone"))
         fields["individual"] = dataset.individual
-        fields["fps"] = entry.fps  # speeds are per second
+        # Speeds are per second; the probed rate when the manifest gives none, so a video predicted
+        # later (whose entry always carries the probed rate) finds this embedding.
+        fields["fps"] = float(entry.fps or probe_video(entry.video).fps)
     else:
         fields["video_sha256"] = content_hash(entry.video)
         fields["crop"] = crop.key()

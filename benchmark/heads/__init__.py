@@ -4,6 +4,6 @@ TensorFlow is not imported here; it loads when a head builds or fits its model.
 """
 
 from mbr_bench.benchmark.heads import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
-from mbr_bench.benchmark.heads.base import HEADS, Head
+from mbr_bench.benchmark.heads.base import HEADS, Head, load_head
 
-__all__ = ["HEADS", "Head"]
+__all__ = ["HEADS", "Head", "load_head"]

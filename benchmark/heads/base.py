@@ -18,11 +18,13 @@ TensorFlow is imported only inside `fit`, `build_model` and `predict_proba`.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import numbers
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -234,8 +236,29 @@ class Head(ABC):
         if len(X) == 0:
             return np.zeros(0, np.float32)
         starts = window_starts(len(X), self.sequence_length)
-        probabilities = stitch(_predict_windows(self._forward, self._windows(X, starts)), starts, len(X))
+        # Windows are built chunk by chunk, so memory stays bounded on hour-long videos.
+        parts = [
+            _predict_windows(self._forward, self._windows(X, starts[first : first + PREDICT_CHUNK_WINDOWS]))
+            for first in range(0, len(starts), PREDICT_CHUNK_WINDOWS)
+        ]
+        probabilities = stitch(np.concatenate(parts, axis=0), starts, len(X))
         return np.clip(probabilities, 0.0, 1.0).astype(np.float32)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted head to `folder`: ``head.json`` (name, parameters, input size) and
+        ``model.weights.h5``. Weights only, so loading needs no custom-object registry; `load_head`
+        rebuilds the architecture from the parameters."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"head {self.name}: call fit before save")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"name": self.name, "params": _plain(self.get_params()), "input_dim": self.input_dim_,
+                "n_params": self.n_params_}
+        (folder / HEAD_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+        self.model_.save_weights(folder / HEAD_WEIGHTS)
+        return folder
 
     def _windows(self, X: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(frames, features) -> (windows, sequence_length, features) float32, zero-padded at the end."""
@@ -248,6 +271,48 @@ class Head(ABC):
 
 
 HEADS: Registry[Head] = Registry("head")
+
+HEAD_SPEC, HEAD_WEIGHTS = "head.json", "model.weights.h5"
+
+
+def load_head(folder: str | Path) -> Head:
+    """A head written by `Head.save`, ready for `predict_proba`."""
+    folder = Path(folder)
+    spec_path = folder / HEAD_SPEC
+    try:
+        spec = json.loads(spec_path.read_text())
+        name, params, input_dim = spec["name"], dict(spec["params"]), int(spec["input_dim"])
+    except FileNotFoundError:
+        raise DataError(f"{spec_path}: no saved head here; pass the folder a model was saved to") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{spec_path}: not a saved head ({type(error).__name__}: {error}); "
+                        "save the model again") from None
+    head = HEADS.build(name, **params)
+    head._validate()
+    keras = import_keras()
+    keras.utils.set_random_seed(head.seed)
+    model = head.build_model(input_dim)
+    try:
+        model.load_weights(folder / HEAD_WEIGHTS)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{folder / HEAD_WEIGHTS}: cannot load the head's weights ({str(error).splitlines()[0][:160]}); "
+                        "the file is damaged or from another architecture, save the model again") from None
+    head.model_ = model
+    head._forward = _compiled_forward(model, head.sequence_length, input_dim)
+    head.input_dim_ = input_dim
+    head.n_params_ = int(model.count_params())
+    return head
+
+
+def _plain(value: Any) -> Any:
+    """`value` with NumPy scalars and tuples turned into JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 # -- helpers shared by the heads ------------------------------------------------------------------

@@ -1,0 +1,244 @@
+"""A trained model as one folder: everything `mbr-bench predict` needs, nothing to re-specify.
+
+    model/
+      bundle.json        behaviour, backbone (name, weights, settings), crop, pose settings,
+                         decision threshold and post-processing, where it came from, its scores
+      head/              the fitted temporal head (`Head.save`)
+
+The folder is logged as the ``model`` artifact of a refit run, so a model loads by run id, by
+registered model name (``mbr-bench.<behaviour>``, optionally ``/<version>``), or from a copy of
+the folder on disk (`resolve_bundle`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbr_bench.benchmark.data.crops import CropSettings
+from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
+from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.benchmark.postprocess import PostProcess
+
+BUNDLE_FILE = "bundle.json"
+HEAD_FOLDER = "head"
+MODEL_ARTIFACT = "model"  # the artifact path of the bundle inside a refit run
+FORMAT = "mbr-bench-model"
+FORMAT_VERSION = 1
+REGISTERED_PREFIX = "mbr-bench."
+
+
+def registered_model_name(behaviour: str) -> str:
+    """The MLflow registered model holding the leaderboard's best model for a behaviour."""
+    return f"{REGISTERED_PREFIX}{behaviour}"
+
+
+@dataclass
+class ModelBundle:
+    """One behaviour's model: backbone recipe + fitted head + decision rule."""
+
+    behaviour: str
+    backbone: str  # registered backbone name
+    weights: str  # as given to `build_backbone`: imagenet, none, or a weights file
+    backbone_config: dict[str, Any]  # `Backbone.describe()` when trained; checked when rebuilt
+    crop: CropSettings
+    heading: tuple[str, str]
+    individual: str | None
+    head: Any  # a fitted `Head`
+    threshold: float
+    threshold_rule: str
+    postprocess: PostProcess
+    info: dict[str, Any] = field(default_factory=dict)  # provenance and scores, for people
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame probabilities -> (labels at the threshold, labels after post-processing), int8."""
+        raw = (np.asarray(proba) >= self.threshold).astype(np.int8)
+        return raw, self.postprocess.apply(raw).astype(np.int8)
+
+    # -- backbone -----------------------------------------------------------------------------
+
+    def dataset_for(self, videos: list[VideoEntry], where: Path) -> Dataset:
+        """A dataset of new videos that embeds exactly as the training videos did."""
+        return Dataset(path=Path(where), name="predict", behaviours=(self.behaviour,), videos=tuple(videos),
+                       crop=self.crop, heading=self.heading, individual=self.individual)
+
+    def build_backbone(self, dataset: Dataset) -> Any:
+        """The training backbone, rebuilt; DataError if its settings no longer match."""
+        from mbr_bench.benchmark.backbones import build_backbone
+
+        backbone = build_backbone(self.backbone, dataset, weights=self.weights)
+        if _jsonable(backbone.describe()) != _jsonable(self.backbone_config):
+            raise DataError(
+                f"backbone {self.backbone}: built as {backbone.describe()} but the model was trained with "
+                f"{self.backbone_config}; use the same weights file and mbr-bench version as the training run"
+            )
+        return backbone
+
+    def needs_pose(self) -> bool:
+        """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
+        from mbr_bench.benchmark.backbones import BACKBONES, PoseBackbone
+
+        factory = BACKBONES.get(self.backbone)
+        return self.crop.mode == "pose" or (isinstance(factory, type) and issubclass(factory, PoseBackbone))
+
+    def embedding_key(self) -> str:
+        """Models with equal keys share one embedding of a video."""
+        return json.dumps({"backbone": self.backbone_config, "crop": self.crop.key(), "heading": self.heading,
+                           "individual": self.individual}, sort_keys=True)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "behaviour": self.behaviour,
+            "backbone": {"name": self.backbone, "weights": self.weights, "config": _jsonable(self.backbone_config)},
+            "crop": {"mode": self.crop.mode, "size": self.crop.size, "centre": list(self.crop.centre),
+                     "min_likelihood": self.crop.min_likelihood},
+            "pose": {"heading": list(self.heading), "individual": self.individual},
+            "head": {"name": self.head.name, "folder": HEAD_FOLDER},
+            "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
+                         "postprocess": self.postprocess.to_dict()},
+            "info": _jsonable(self.info),
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the bundle to `folder` (replaced as a whole: a crash leaves the old one or none)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            self.head.save(staging / HEAD_FOLDER)
+            (staging / BUNDLE_FILE).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder
+
+
+def load_bundle(folder: str | Path) -> ModelBundle:
+    """Read a bundle folder written by `ModelBundle.save`."""
+    from mbr_bench.benchmark.heads import load_head
+
+    folder = Path(folder)
+    path = folder / BUNDLE_FILE
+    if not path.is_file():
+        raise DataError(f"{folder}: no {BUNDLE_FILE} here; pass a model folder, a refit run id or a registered "
+                        "model name (see `mbr-bench leaderboard`)")
+    try:
+        spec = json.loads(path.read_text())
+        if not isinstance(spec, dict):
+            raise ValueError("the file is not a JSON object")
+        if spec.get("format") != FORMAT:
+            raise ValueError(f"format is {spec.get('format')!r}, not {FORMAT!r}")
+        if int(spec.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"version {spec['version']} is newer than this mbr-bench reads ({FORMAT_VERSION})")
+        decision = spec["decision"]
+        heading = tuple(str(part) for part in spec["pose"]["heading"])
+        if isinstance(spec["pose"]["heading"], str) or len(heading) != 2:
+            raise ValueError(f"pose.heading must name two body parts, got {spec['pose']['heading']!r}")
+        head_folder = str(spec["head"].get("folder", HEAD_FOLDER))
+        if Path(head_folder).name != head_folder or head_folder in ("", ".", ".."):
+            raise ValueError(f"head.folder must be a folder inside the bundle, got {head_folder!r}")
+        bundle = ModelBundle(
+            behaviour=str(spec["behaviour"]),
+            backbone=str(spec["backbone"]["name"]),
+            weights=str(spec["backbone"]["weights"]),
+            backbone_config=dict(spec["backbone"]["config"]),
+            crop=CropSettings.from_dict(spec["crop"]),
+            heading=(heading[0], heading[1]),
+            individual=spec["pose"].get("individual"),
+            head=None,
+            threshold=float(decision["threshold"]),
+            threshold_rule=str(decision.get("rule", "")),
+            postprocess=PostProcess.from_dict(decision["postprocess"]),
+            info=dict(spec.get("info") or {}),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, ConfigError) as error:
+        raise DataError(f"{path}: not a readable mbr-bench model ({type(error).__name__}: {error}); "
+                        "export it again with `mbr-bench leaderboard`, or upgrade mbr-bench") from None
+    bundle.head = load_head(folder / head_folder)
+    return bundle
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelBundle:
+    """Load a model given as a folder, an MLflow run id, or a registered model name[/version].
+
+    Models from MLflow are downloaded once into `download_root/<run id>` and read from there after.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return load_bundle(path / MODEL_ARTIFACT if (path / MODEL_ARTIFACT / BUNDLE_FILE).is_file() else path)
+    from mlflow.exceptions import MlflowException
+
+    from mbr_bench.tracking.queries import MlflowClient  # also quiets MLflow's download progress bars
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if _RUN_ID.fullmatch(model):
+        run_id = model
+    else:
+        run_id = _registered_run_id(client, model, tracking_uri)
+    local = Path(download_root) / run_id
+    if not (local / BUNDLE_FILE).is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=local.parent))
+        try:
+            downloaded = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(staging)))
+            if local.exists():
+                shutil.rmtree(local)
+            os.replace(downloaded, local)
+        except MlflowException as error:
+            raise DataError(f"--model {model}: run {run_id} in {tracking_uri} has no model "
+                            f"({str(error).splitlines()[0][:120]}); pass the run id of a refit run "
+                            "(the leaderboard's refit_run_id column)") from None
+        except OSError as error:
+            raise DataError(f"--model {model}: cannot download the model from {tracking_uri} "
+                            f"({error}); check the tracking URI and the artifact store") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return load_bundle(local)
+
+
+def _registered_run_id(client: Any, model: str, tracking_uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    from mbr_bench.tracking.queries import quote_filter_value
+
+    name, _, version = model.partition("/")
+    try:
+        if version:
+            found = client.get_model_version(name, version)
+        else:
+            versions = client.search_model_versions(f"name = {quote_filter_value(name)}")
+            if not versions:
+                raise MlflowException(f"no registered model {name!r}")
+            found = max(versions, key=lambda v: int(v.version))
+    except MlflowException:
+        raise DataError(
+            f"--model {model}: not a folder, not a run id, and no registered model of that name in {tracking_uri}; "
+            "pass a model folder, a refit run id, or e.g. mbr-bench.wall_rearing (registered by `mbr-bench "
+            "leaderboard`)"
+        ) from None
+    return str(found.run_id)
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists, NumPy scalars numbers)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))

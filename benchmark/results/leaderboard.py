@@ -1,0 +1,218 @@
+"""`mbr-bench leaderboard`: every searched pair of a behaviour, refit, tested once, compared.
+
+Reads the searches back from MLflow (nothing else needs to be remembered from `mbr-bench run`),
+refits the pairs whose best trial has no current refit, and writes the board as a terminal table,
+CSV, Markdown, one self-contained HTML page and PNG figures, also logged to a ``leaderboard`` run
+of each behaviour's experiment. The pair with the best CV score (never the best test score) is
+registered as MLflow model ``mbr-bench.<behaviour>``, so `mbr-bench predict --model
+mbr-bench.<behaviour>` always means "the model this board recommends".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbr_bench.benchmark.errors import ConfigError, MbrError
+from mbr_bench.benchmark.progress import SearchProgress
+from mbr_bench.benchmark.results.refit import NoResult, RefitSettings, best_trial, find_refit
+from mbr_bench.benchmark.results.types import PairResult, VideoPrediction, sort_rows
+
+
+@dataclass
+class LeaderboardOptions:
+    study: str  # a behaviour, or "all"
+    workdir: Path
+    tracking_uri: str | None = None
+    out_dir: Path | None = None  # default: WORKDIR/leaderboard
+    refit: bool = True  # False: only show refits that exist
+    register: bool = True  # register each behaviour's best model
+    refit_settings: RefitSettings = field(default_factory=RefitSettings)
+    progress: bool = True
+
+
+@dataclass
+class Leaderboard:
+    rows: dict[str, list[PairResult]]  # behaviour -> rows, best CV first
+    files: dict[str, Path]
+    registered: dict[str, str]  # behaviour -> "name/version"
+
+
+def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
+    """The behaviours with a search in the store: `study` itself, or all of them for "all"."""
+    from mbr_bench.tracking.queries import EXPERIMENT_PREFIX, experiment_name, pair_runs
+
+    if study != "all":
+        if not pair_runs(client, study):
+            raise ConfigError(f"{tracking_uri}: no search for behaviour '{study}' (experiment "
+                              f"{experiment_name(study)}); run `mbr-bench run --study {study}` first, "
+                              "with the same --workdir or --tracking-uri")
+        return [study]
+    behaviours = sorted(e.name[len(EXPERIMENT_PREFIX):] for e in client.search_experiments()
+                        if e.name.startswith(EXPERIMENT_PREFIX))
+    behaviours = [b for b in behaviours if pair_runs(client, b)]
+    if not behaviours:
+        raise ConfigError(f"{tracking_uri}: no mbr-bench search in this store; run `mbr-bench run --study all` "
+                          "first, with the same --workdir or --tracking-uri")
+    return behaviours
+
+
+def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
+    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.results.report import write_report
+    from mbr_bench.tracking.queries import default_tracking_uri, pair_runs
+    from mbr_bench.tracking.runs import Tracker
+
+    progress = SearchProgress(enabled=options.progress)
+    uri = options.tracking_uri or default_tracking_uri(options.workdir)
+    tracker = Tracker(uri)
+    behaviours = studied_behaviours(tracker.client, options.study, uri)
+    cache = EmbeddingCache(options.workdir / "cache")
+    rows: dict[str, list[PairResult]] = {}
+    for behaviour in behaviours:
+        results = [_pair_result(tracker, pair, options, cache, progress) for pair in pair_runs(tracker.client, behaviour)]
+        rows[behaviour] = sort_rows(results)
+
+    out_dir = options.out_dir or options.workdir / "leaderboard"
+    meta = {"tracking store": uri, "written": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.node()} · {platform.machine()} · {_cpu_count()} CPU cores",
+            "threshold rule": options.refit_settings.threshold_rule,
+            "sorted by": "CV PR-AUC (test scores are reported, never used to choose)"}
+    files = write_report(rows, out_dir, meta=meta)
+    _log_to_mlflow(tracker, rows, files, options)
+    registered = _register_best(tracker, rows, progress) if options.register else {}
+    return Leaderboard(rows, files, registered)
+
+
+def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: Any,
+                 progress: SearchProgress) -> PairResult:
+    from mbr_bench.benchmark.results.refit import refit_pair
+    from mbr_bench.tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD, TAG_STATE, trial_runs
+
+    tags = pair.data.tags
+    row = PairResult(tags[TAG_BEHAVIOUR], tags[TAG_BACKBONE], tags[TAG_HEAD])
+    client = tracker.client
+    trials = trial_runs(client, pair.info.run_id)
+    row.n_trials = sum(1 for t in trials if t.data.tags.get(TAG_STATE) == "complete")
+    try:
+        best = best_trial(client, pair)
+    except NoResult as reason:
+        row.error = str(reason)
+        return row
+    _fill_search(row, best)
+    try:
+        if options.refit:
+            refit = refit_pair(tracker, pair, options.refit_settings, cache, progress)
+        else:
+            refit = find_refit(client, pair, best.info.run_id, options.refit_settings.threshold_rule)
+            if refit is None:
+                row.error = "no refit yet (run the leaderboard without --no-refit)"
+                return row
+    except MbrError:
+        raise  # bad input (a moved dataset, missing weights) is the user's to fix, for every pair
+    except Exception as error:  # one pair's failure (memory, a diverged fit) must not hide the others
+        row.error = f"refit: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        progress.message(f"{row.behaviour} · {row.pair}: {row.error}")
+        return row
+    _fill_refit(row, client, refit)
+    return row
+
+
+def _fill_search(row: PairResult, best: Any) -> None:
+    metrics, tags = best.data.metrics, best.data.tags
+    row.cv_pr_auc_mean = metrics.get("cv/pr_auc_mean", math.nan)
+    row.cv_pr_auc_std = metrics.get("cv/pr_auc_std", math.nan)
+    row.cv_n_folds = int(metrics.get("cv/n_folds", 0))
+    row.best_trial = int(tags.get("mbr.trial", -1))
+    row.params = dict(best.data.params)
+    for key, value in metrics.items():
+        if key.startswith("fold") and key.endswith("/pr_auc"):
+            k = key[len("fold"):-len("/pr_auc")]
+            row.cv_video_scores[tags.get(f"mbr.fold{k}.video", f"fold {k}")] = value
+
+
+def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
+    from mbr_bench.benchmark.results.refit import TAG_RULE, TEST_VIDEOS, load_test_predictions
+
+    metrics = refit.data.metrics
+    row.refit_run_id = refit.info.run_id
+    row.threshold = metrics.get("decision/threshold", math.nan)
+    row.threshold_rule = refit.data.tags.get(TAG_RULE, "")
+    row.postprocess = {key.split(".", 1)[1]: int(value) for key, value in refit.data.params.items()
+                       if key.startswith("postprocess.")}
+    row.params = {key.split(".", 1)[1]: value for key, value in refit.data.params.items()
+                  if key.startswith("head.")} or row.params
+    row.test_raw = {key[len("test/"):]: value for key, value in metrics.items() if key.startswith("test/")}
+    row.test_post = {key[len("test_post/"):]: value for key, value in metrics.items() if key.startswith("test_post/")}
+    row.search_cpu_seconds = metrics.get("compute/search_cpu_seconds", math.nan)
+    row.refit_cpu_seconds = metrics.get("compute/refit_cpu_seconds", math.nan)
+    row.inference_fps = metrics.get("compute/inference_frames_per_second", math.nan)
+    row.embedding_seconds_per_frame = metrics.get("compute/embedding_seconds_per_frame", math.nan)
+    row.n_params = int(metrics.get("compute/n_params", 0))
+    for video_id, y, proba, raw, post, fps in load_test_predictions(client, refit.info.run_id):
+        row.test_videos.append(VideoPrediction(video_id, y, proba, raw, post, fps))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mbr-videos-") as folder:
+        path = client.download_artifacts(refit.info.run_id, f"predictions/{TEST_VIDEOS}", folder)
+        row.test_video_scores = {video: float(scores["pr_auc"]) for video, scores in json.loads(
+            Path(path).read_text()).items()}
+
+
+def _log_to_mlflow(tracker: Any, rows: dict[str, list[PairResult]], files: dict[str, Path],
+                   options: LeaderboardOptions) -> None:
+    """One ``leaderboard`` run per behaviour and invocation, holding that behaviour's files."""
+    for behaviour, behaviour_rows in rows.items():
+        best = next((r for r in behaviour_rows if r.ok and math.isfinite(r.cv_pr_auc_mean)), None)
+        tags = {"mbr.best_pair": best.pair if best else "", "mbr.threshold_rule": options.refit_settings.threshold_rule}
+        with tracker.result_run(behaviour, "leaderboard", "leaderboard", tags) as run:
+            for key in ("csv", "markdown", "html"):
+                run.log_artifact(files[key])
+            for key, path in files.items():
+                if key.startswith(f"{behaviour}_"):
+                    run.log_artifact(path, "figures")
+            if best is not None:
+                run.log_metrics({"best_cv_pr_auc": best.cv_pr_auc_mean, "n_pairs": len(behaviour_rows),
+                                 **({"best_test_pr_auc": best.test_raw["pr_auc"]} if "pr_auc" in best.test_raw else {})})
+
+
+def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: SearchProgress) -> dict[str, str]:
+    """Make each behaviour's best-CV refit the newest version of ``mbr-bench.<behaviour>``."""
+    from mlflow.exceptions import MlflowException
+
+    from mbr_bench.benchmark.bundle import MODEL_ARTIFACT, registered_model_name
+
+    client = tracker.client
+    registered = {}
+    for behaviour, behaviour_rows in rows.items():
+        best = next((r for r in behaviour_rows if r.ok and r.refit_run_id), None)
+        if best is None:
+            continue
+        name = registered_model_name(behaviour)
+        try:
+            try:
+                client.create_registered_model(name, description=f"best {behaviour} model of the mbr-bench leaderboard")
+            except MlflowException:
+                pass  # it exists already
+            versions = client.search_model_versions(f"name = '{name}'")
+            latest = max(versions, key=lambda v: int(v.version)) if versions else None
+            if latest is None or latest.run_id != best.refit_run_id:
+                source = f"{client.get_run(best.refit_run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+                latest = client.create_model_version(name, source, run_id=best.refit_run_id,
+                                                     tags={"mbr.pair": best.pair})
+            registered[behaviour] = f"{name}/{latest.version}"
+        except MlflowException as error:  # a store without a model registry: the run id still works
+            progress.message(f"could not register {name}: {str(error).splitlines()[0][:160]}; "
+                             f"use --model {best.refit_run_id}")
+    return registered
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

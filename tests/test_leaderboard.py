@@ -1,0 +1,204 @@
+"""Search -> leaderboard (refit, test once, report) -> predict, end to end on synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbr_bench.benchmark.cli import main
+
+BEHAVIOUR = "grooming"
+
+
+def _space(tmp_path):
+    """Small heads that still learn the synthetic grooming posture from pose features."""
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "frame_mlp: {units: {choices: [32]}, sequence_length: 100, max_epochs: 12, patience: 3,"
+        " learning_rate: {low: 3.0e-3, high: 1.0e-2, log: true}}\n"
+        "lstm: {units: {choices: [16]}, sequence_length: 100, max_epochs: 12, patience: 3,"
+        " learning_rate: {low: 3.0e-3, high: 1.0e-2, log: true}}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A finished search of two pairs, plus a third pair whose only trial failed."""
+    from mbr_bench.benchmark.data.synthetic import generate
+    from mbr_bench.tracking.runs import Tracker
+
+    root = tmp_path_factory.mktemp("board")
+    manifest = generate(root / "data", n_videos=5, n_frames=400, seed=5, n_test=2)
+    workdir, uri = root / "work", f"sqlite:///{root}/work/mlflow.db"
+    argv = ["run", "--study", BEHAVIOUR, "--dataset", str(manifest), "--backbones", "pose", "--heads", "frame_mlp",
+            "lstm", "--n-trials", "2", "--workdir", str(workdir), "--tracking-uri", uri,
+            "--search-space", str(_space(root)), "--no-progress"]
+    assert main(argv) == 0
+    tracker = Tracker(uri)
+    with tracker.pair_run(BEHAVIOUR, "pose", "tcn") as pair:
+        with pytest.raises(RuntimeError), pair.trial_run(0, {"nb_filters": 8}):
+            raise RuntimeError("out of memory <on purpose> & more")
+    return {"manifest": manifest, "workdir": workdir, "uri": uri, "root": root}
+
+
+@pytest.fixture(scope="module")
+def board(searched):
+    out = searched["root"] / "report"
+    argv = ["leaderboard", "--study", BEHAVIOUR, "--workdir", str(searched["workdir"]),
+            "--tracking-uri", searched["uri"], "--out", str(out), "--no-progress"]
+    return {"argv": argv, "out": out}
+
+
+def _client(searched):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=searched["uri"])
+
+
+def _refits(searched):
+    client = _client(searched)
+    experiment = client.get_experiment_by_name(f"mbr-bench/{BEHAVIOUR}")
+    return client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'refit'")
+
+
+@pytest.mark.slow
+def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys):
+    assert main(board["argv"]) == 0
+    out = capsys.readouterr().out
+    assert "pose+lstm" in out or ("pose" in out and "lstm" in out)
+    assert "out of memory" in out  # the failed pair is listed with its error
+
+    files = {p.name for p in board["out"].iterdir()}
+    assert {"leaderboard.csv", "leaderboard.md", "leaderboard.html"} <= files
+    pngs = [p for p in board["out"].glob(f"{BEHAVIOUR}_*.png")]
+    assert len(pngs) >= 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+    rows = list(csv.DictReader((board["out"] / "leaderboard.csv").open()))
+    assert sorted((r["backbone"], r["head"]) for r in rows) == [("pose", "frame_mlp"), ("pose", "lstm"),
+                                                                 ("pose", "tcn")]
+    failed = next(r for r in rows if r["head"] == "tcn")
+    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 2
+    cv = [float(r["cv_pr_auc_mean"]) for r in ok]
+    assert cv == sorted(cv, reverse=True)  # sorted by CV, never by test
+    html = (board["out"] / "leaderboard.html").read_text()
+    assert "<on purpose>" not in html and "&lt;on purpose&gt;" in html
+
+    # The models learnt: the held-out videos are recognised far above chance (a random guess scores the
+    # positive rate), the temporal head best, as its CV score predicted.
+    refits = _refits(searched)
+    assert len(refits) == 2
+    best_row = ok[0]
+    for refit in refits:
+        metrics = refit.data.metrics
+        positive_rate = metrics["test/positive_rate"]
+        bound = max(0.5, 3 * positive_rate) if refit.info.run_id == best_row["refit_run_id"] else 2 * positive_rate
+        assert metrics["test/pr_auc"] >= bound, (refit.info.run_name, metrics)
+        for key in ("accuracy", "precision", "recall", "f1", "bout_f1_iou10", "bout_f1_iou25", "bout_f1_iou50"):
+            assert 0.0 <= metrics[f"test/{key}"] <= 1.0 and 0.0 <= metrics[f"test_post/{key}"] <= 1.0
+        assert metrics["compute/refit_cpu_seconds"] > 0 and metrics["compute/search_cpu_seconds"] > 0
+        assert metrics["compute/inference_frames_per_second"] > 0 and metrics["compute/n_params"] > 0
+        assert 0.0 < metrics["decision/threshold"] < 1.0
+        assert metrics["decision/score_post"] >= metrics["decision/score_raw"]
+        bundle = json.loads(_download(searched, refit.info.run_id, "model/bundle.json").read_text())
+        assert bundle["backbone"]["name"] == "pose" and bundle["decision"]["threshold"] == pytest.approx(
+            metrics["decision/threshold"])
+    client = _client(searched)
+    registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
+    best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))
+    assert [v.run_id for v in registered] == [best["refit_run_id"]]
+    leaderboard_runs = client.search_runs(
+        [refits[0].info.experiment_id], "tags.`mbr.kind` = 'leaderboard'")
+    assert len(leaderboard_runs) == 1
+    assert not client.search_runs([refits[0].info.experiment_id], "attributes.status = 'RUNNING'")
+
+    # Again: the refits are current, so nothing is trained and the numbers are the same.
+    assert main(board["argv"]) == 0
+    capsys.readouterr()
+    assert sorted(r.info.run_id for r in _refits(searched)) == sorted(r.info.run_id for r in refits)
+    again = list(csv.DictReader((board["out"] / "leaderboard.csv").open()))
+    assert [r["test_pr_auc"] for r in again] == [r["test_pr_auc"] for r in rows]
+    assert len(client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")) == 1
+
+
+def _download(searched, run_id, path):
+    import tempfile
+    from pathlib import Path
+
+    return Path(_client(searched).download_artifacts(run_id, path, tempfile.mkdtemp()))
+
+
+@pytest.mark.slow
+def test_predict_on_a_test_video_reproduces_the_leaderboard(searched, board, tmp_path, capsys):
+    from mbr_bench.benchmark.metrics import frame_metrics
+
+    if not _refits(searched):
+        assert main(board["argv"]) == 0
+    capsys.readouterr()
+    data = searched["manifest"].parent
+    for model in (f"mbr-bench.{BEHAVIOUR}", _refits(searched)[0].info.run_id):
+        refit = next(r for r in _refits(searched) if model in (r.info.run_id, f"mbr-bench.{BEHAVIOUR}"))
+        if model.startswith("mbr-bench."):
+            version = _client(searched).search_model_versions(f"name = '{model}'")[0]
+            refit = _client(searched).get_run(version.run_id)
+        per_video = json.loads(_download(searched, refit.info.run_id, "predictions/test_videos.json").read_text())
+        out = tmp_path / model.replace(".", "_")
+        argv = ["predict", "--model", model, str(data / "videos" / "ofs04.mp4"), "--pose", str(data / "poses"),
+                "--out", str(out), "--workdir", str(searched["workdir"]), "--tracking-uri", searched["uri"],
+                "--no-progress"]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert "ofs04" in capsys.readouterr().out
+        predicted = pd.read_csv(out / "ofs04.csv")
+        truth = pd.read_csv(data / "labels" / "ofs04.csv")[BEHAVIOUR].to_numpy()
+        assert len(predicted) == len(truth) == per_video["ofs04"]["frames"]
+        proba = predicted[f"{BEHAVIOUR}_probability"].to_numpy()
+        labels = predicted[f"{BEHAVIOUR}_label"].to_numpy()
+        assert frame_metrics(truth, proba)["pr_auc"] == pytest.approx(per_video["ofs04"]["pr_auc"], abs=1e-9)
+        assert frame_metrics(truth, labels.astype(float))["f1"] == pytest.approx(per_video["ofs04"]["f1_post"],
+                                                                                 abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_threshold_never_reads_the_test_set(searched, board, tmp_path, capsys):
+    """Shuffling the test labels changes the test scores, never the threshold or the post-processing."""
+    if not _refits(searched):
+        assert main(board["argv"]) == 0
+    before = {r.info.run_name: r for r in _refits(searched)}
+    copy = tmp_path / "data"
+    shutil.copytree(searched["manifest"].parent, copy)
+    rng = np.random.default_rng(0)
+    for video in ("ofs04", "ofs05"):
+        path = copy / "labels" / f"{video}.csv"
+        table = pd.read_csv(path)
+        table[BEHAVIOUR] = rng.permutation(table[BEHAVIOUR].to_numpy())
+        table.to_csv(path, index=False)
+    argv = board["argv"] + ["--dataset", str(copy / "dataset.yaml"), "--out", str(tmp_path / "report"),
+                            "--no-register"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    after = [r for r in _refits(searched) if r.info.run_id not in {b.info.run_id for b in before.values()}]
+    assert len(after) == 2  # a new test set means new test scores
+    for refit in after:
+        old = before[refit.info.run_name]
+        assert refit.data.metrics["decision/threshold"] == old.data.metrics["decision/threshold"]
+        post = {k: v for k, v in refit.data.params.items() if k.startswith("postprocess.")}
+        assert post == {k: v for k, v in old.data.params.items() if k.startswith("postprocess.")}
+        assert refit.data.metrics["test/pr_auc"] < old.data.metrics["test/pr_auc"]
+
+
+def test_leaderboard_without_a_search_is_a_one_line_error(tmp_path, capsys):
+    argv = ["leaderboard", "--study", "grooming", "--workdir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no search for behaviour 'grooming'" in err and "mbr-bench run" in err
+    assert main(argv[:2] + ["all"] + argv[3:]) == 2
+    assert "no mbr-bench search" in capsys.readouterr().err
+    assert main(argv + ["--threshold", "recall=0.9"]) == 2
+    assert "recall" in capsys.readouterr().err
