@@ -13,10 +13,8 @@ so an interrupted run never leaves a truncated CSV under a final name.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mbr_bench.benchmark.bundle import ModelBundle
+from mbr_bench.benchmark.data.files import atomic_output
 from mbr_bench.benchmark.data.manifest import VideoEntry
 from mbr_bench.benchmark.errors import ConfigError, DataError
 from mbr_bench.benchmark.features.cache import EmbeddingCache
@@ -212,30 +211,21 @@ def write_predictions_csv(
     header = ",".join(prediction_columns(behaviours, winner is not None)) + "\n"
     row = "%d,%s" + ",%.9g,%d" * len(behaviours) + (",%s" if winner is not None else "") + "\n"
 
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".csv.tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(header)
-            for start in range(0, n_frames, _ROWS_PER_WRITE):
-                stop = min(start + _ROWS_PER_WRITE, n_frames)
-                frames = np.arange(start, stop)
-                # repr of a float rounded to 6 decimals: 0.1 stays "0.1", not "0.100000".
-                times = [repr(t) for t in np.round(frames / fps, 6).tolist()]
-                fields: list[list[Any]] = [frames.tolist(), times]
-                for name in behaviours:
-                    # float32 -> Python float is exact, so %.9g round-trips the float32 value.
-                    fields.append(np.asarray(probabilities[name][start:stop], np.float32).tolist())
-                    fields.append(np.asarray(labels[name][start:stop]).astype(int).tolist())
-                if winner is not None:
-                    fields.append(names[np.asarray(winner[start:stop])].tolist())
-                handle.write("".join(row % values for values in zip(*fields, strict=True)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_output(path, durable=True) as tmp, open(tmp, "w", newline="") as handle:
+        handle.write(header)
+        for start in range(0, n_frames, _ROWS_PER_WRITE):
+            stop = min(start + _ROWS_PER_WRITE, n_frames)
+            frames = np.arange(start, stop)
+            # repr of a float rounded to 6 decimals: 0.1 stays "0.1", not "0.100000".
+            times = [repr(t) for t in np.round(frames / fps, 6).tolist()]
+            fields: list[list[Any]] = [frames.tolist(), times]
+            for name in behaviours:
+                # float32 -> Python float is exact, so %.9g round-trips the float32 value.
+                fields.append(np.asarray(probabilities[name][start:stop], np.float32).tolist())
+                fields.append(np.asarray(labels[name][start:stop]).astype(int).tolist())
+            if winner is not None:
+                fields.append(names[np.asarray(winner[start:stop])].tolist())
+            handle.write("".join(row % values for values in zip(*fields, strict=True)))
     return path
 
 

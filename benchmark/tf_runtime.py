@@ -8,6 +8,7 @@ Python exceptions raised by the import are not affected.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -46,4 +47,12 @@ def import_tensorflow() -> ModuleType:
         import tensorflow
 
         tensorflow.config.list_physical_devices()  # the CUDA probe prints here, if anywhere
+    # Every fitted head traces its own forward pass once, by design; TensorFlow's warning about
+    # "excessive retracing" counts those as one function's and would only alarm.
+    tensorflow.get_logger().addFilter(_NotRetracing())
     return tensorflow
+
+
+class _NotRetracing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()

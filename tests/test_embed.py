@@ -35,6 +35,9 @@ def test_pose_backbone_embeds_every_frame_once(tiny_dataset, tmp_path):
     second = embed_dataset(dataset, backbone, cache, progress=False)
     assert [r.computed for r in second] == [0, 0, 0]
     assert [r.path for r in second] == [r.path for r in first]
+    # A hit reports what computing the entry cost (the leaderboard's embedding cost), not zero.
+    assert all(r.compute_seconds_per_frame > 0 for r in first)
+    assert [r.compute_seconds_per_frame for r in second] == pytest.approx([r.compute_seconds_per_frame for r in first])
     array = load_embeddings(dataset, dataset.videos[0], backbone, cache)
     np.testing.assert_array_equal(array, backbone.embed_pose(
         __import__("mbr_bench.benchmark.data.pose", fromlist=["read_pose"]).read_pose(dataset.videos[0].pose), 10.0))

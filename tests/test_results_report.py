@@ -260,7 +260,7 @@ def test_report_file_names_are_safe(tmp_path):
 
 
 def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch, rows_by_behaviour):
-    from mbr_bench.benchmark.results import report as report_module
+    from mbr_bench.benchmark.data import files as files_module
 
     path = tmp_path / "leaderboard.csv"
     path.write_text("old\n")
@@ -268,7 +268,7 @@ def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch, rows_b
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module.os, "replace", crash)
+    monkeypatch.setattr(files_module.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_csv(rows_by_behaviour["grooming"], path)
     assert path.read_text() == "old\n"

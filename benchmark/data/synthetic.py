@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mbr_bench.benchmark.data.files import atomic_output
 from mbr_bench.benchmark.errors import ConfigError, DataError
 
 __all__ = [
@@ -989,20 +990,6 @@ def _frames(
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling to write; it replaces `path` only once fully written.
-
-    The temporary name keeps the suffix, so OpenCV picks the same container for it.
-    """
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
 def _single_threaded_cv2() -> Iterator[None]:
     """Frames are small: OpenCV's worker threads only add overhead (and contend on 2 cores)."""
     previous = cv2.getNumThreads()
@@ -1014,7 +1001,7 @@ def _single_threaded_cv2() -> Iterator[None]:
 
 
 def _write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: int) -> None:
-    with _atomic(path) as tmp:
+    with atomic_output(path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size, size), True)
         if not writer.isOpened():
             raise DataError(f"{path}: OpenCV cannot write mp4v video here; use an OpenCV build with FFmpeg")
@@ -1030,19 +1017,19 @@ def _write_pose_csv(path: Path, pose: np.ndarray) -> None:
     columns = pd.MultiIndex.from_product(
         [[SCORER], list(BODY_PARTS), ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
     )
-    with _atomic(path) as tmp:
+    with atomic_output(path) as tmp:
         pd.DataFrame(pose.reshape(len(pose), -1), columns=columns).to_csv(tmp, float_format="%.4f")
 
 
 def _write_labels_csv(path: Path, labels: np.ndarray) -> None:
     table = pd.DataFrame(labels.astype(int), columns=list(BEHAVIOURS))
     table.insert(0, "frame", np.arange(len(labels)))
-    with _atomic(path) as tmp:
+    with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
-    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         yaml.safe_dump(manifest, fh, sort_keys=False, default_flow_style=None)
 
 

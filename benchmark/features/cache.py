@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.data.files import file_sha256
+from mbr_bench.benchmark.data.files import file_sha256, write_atomic
 from mbr_bench.benchmark.errors import CacheError
 
 # Bump when decoding, cropping or feature code changes what an embedding holds.
@@ -53,17 +53,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # Durable: the record's presence is what says the array beside it is complete.
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str), durable=True)
 
 
 def _cache_error(root: Path, error: OSError) -> CacheError:

@@ -189,9 +189,11 @@ def embed_video(
     cached = cache.load(key)
     if cached is not None:
         record = cache.record(key) or {}
+        # Entries written before the per-frame cost was recorded still carry their total seconds.
+        per_frame = record.get("seconds_per_frame", record.get("seconds", 0.0) / max(cached.shape[0], 1))
         return EmbedResult(
             entry.id, cached.shape[0], cached.shape[1], 0, round(time.perf_counter() - started, 4),
-            float(record.get("seconds_per_frame", 0.0)), str(cache.array_path(key)),
+            float(per_frame), str(cache.array_path(key)),
         )
 
     info: dict[str, Any] = {}
@@ -202,7 +204,7 @@ def embed_video(
         shape = features.shape
         with cache.writer(key, shape, info) as out:
             out[:] = features
-            info["seconds"] = time.perf_counter() - started
+            _timing(info, started, shape[0], batch_size)
     else:
         assert isinstance(backbone, ImageBackbone)
         n_frames = probe_video(entry.video).n_frames
@@ -211,14 +213,19 @@ def embed_video(
             total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
         ) as bar:
             _embed_images(dataset, entry, backbone, crop, out, batch_size, bar)
-            info["seconds"] = time.perf_counter() - started
-    info["seconds_per_frame"] = info["seconds"] / max(shape[0], 1)
-    info["frames_per_second"] = shape[0] / max(info["seconds"], 1e-9)
-    info["batch_size"] = batch_size
+            _timing(info, started, shape[0], batch_size)
     return EmbedResult(
         entry.id, shape[0], shape[1], shape[0], round(time.perf_counter() - started, 4),
         float(info["seconds_per_frame"]), str(cache.array_path(key)),
     )
+
+
+def _timing(info: dict[str, Any], started: float, n_frames: int, batch_size: int) -> None:
+    """What computing this entry cost; set inside the writer so the cache record keeps it."""
+    info["seconds"] = time.perf_counter() - started
+    info["seconds_per_frame"] = info["seconds"] / max(n_frames, 1)
+    info["frames_per_second"] = n_frames / max(info["seconds"], 1e-9)
+    info["batch_size"] = batch_size
 
 
 def embed_dataset(

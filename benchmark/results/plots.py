@@ -271,6 +271,14 @@ def cost_figure(rows: list[PairResult]) -> Figure:
         ax.plot(front_costs, front_scores, linestyle="none", marker="o", markersize=13, markerfacecolor="none",
                 markeredgecolor="black", markeredgewidth=1.5, zorder=4)
     ax.set_xscale("log")
+    # Plain seconds ("30", "45") rather than "3x10^1" when the costs span less than a decade.
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    low, high = ax.get_xlim()
+    # Within a decade the minor ticks are the only labels; across decades they would crowd.
+    ax.xaxis.set_minor_formatter(plain if low > 0 and high / low < 10 else NullFormatter())
     ax.set_xlabel("training CPU seconds (search + refit, log scale)")
     ax.set_ylabel("CV PR-AUC (mean ± std over folds)")
     ax.set_title(_text(title))

@@ -15,14 +15,13 @@ import html
 import io
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mbr_bench.benchmark.data.files import write_atomic
 from mbr_bench.benchmark.results.plots import behaviour_figures
 from mbr_bench.benchmark.results.types import PairResult, sort_rows
 from mbr_bench.benchmark.table import format_table
@@ -203,25 +202,10 @@ def _csv_text(rows: Sequence[PairResult]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    """Write `data` beside `path`, then rename it over `path` (creating the folder first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would give 0600).
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_atomic(path, data)
 
 
 def write_csv(rows: Sequence[PairResult], path: Path) -> Path:
