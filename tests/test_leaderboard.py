@@ -126,6 +126,11 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
     again = list(csv.DictReader((board["out"] / "leaderboard.csv").open()))
     assert [r["test_pr_auc"] for r in again] == [r["test_pr_auc"] for r in rows]
     assert len(client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")) == 1
+    # --no-refit only reads what exists.
+    assert main(board["argv"] + ["--no-refit", "--no-register"]) == 0
+    assert [r["test_pr_auc"] for r in csv.DictReader((board["out"] / "leaderboard.csv").open())] == [
+        r["test_pr_auc"] for r in rows]
+    assert len(_refits(searched)) == 2
 
 
 def _download(searched, run_id, path):

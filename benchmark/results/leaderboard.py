@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     cache = EmbeddingCache(options.workdir / "cache")
     rows: dict[str, list[PairResult]] = {}
     for behaviour in behaviours:
-        results = [_pair_result(tracker, pair, options, cache, progress) for pair in pair_runs(tracker.client, behaviour)]
+        pairs = pair_runs(tracker.client, behaviour)
+        results = [_pair_result(tracker, pair, options, cache, progress) for pair in pairs]
         rows[behaviour] = sort_rows(results)
 
     out_dir = options.out_dir or options.workdir / "leaderboard"
@@ -156,8 +158,6 @@ def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
     row.n_params = int(metrics.get("compute/n_params", 0))
     for video_id, y, proba, raw, post, fps in load_test_predictions(client, refit.info.run_id):
         row.test_videos.append(VideoPrediction(video_id, y, proba, raw, post, fps))
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="mbr-videos-") as folder:
         path = client.download_artifacts(refit.info.run_id, f"predictions/{TEST_VIDEOS}", folder)
         row.test_video_scores = {video: float(scores["pr_auc"]) for video, scores in json.loads(
@@ -177,8 +177,10 @@ def _log_to_mlflow(tracker: Any, rows: dict[str, list[PairResult]], files: dict[
                 if key.startswith(f"{behaviour}_"):
                     run.log_artifact(path, "figures")
             if best is not None:
-                run.log_metrics({"best_cv_pr_auc": best.cv_pr_auc_mean, "n_pairs": len(behaviour_rows),
-                                 **({"best_test_pr_auc": best.test_raw["pr_auc"]} if "pr_auc" in best.test_raw else {})})
+                metrics = {"best_cv_pr_auc": best.cv_pr_auc_mean, "n_pairs": len(behaviour_rows)}
+                if "pr_auc" in best.test_raw:
+                    metrics["best_test_pr_auc"] = best.test_raw["pr_auc"]
+                run.log_metrics(metrics)
 
 
 def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: SearchProgress) -> dict[str, str]:

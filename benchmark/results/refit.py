@@ -27,6 +27,7 @@ from mbr_bench.benchmark.runner import dataset_hash
 REFIT_VERSION = "1"  # bump when a change here makes earlier refits stale
 TAG_REFIT_VERSION = "mbr.refit_version"
 TAG_RULE = "mbr.threshold_rule"
+TAG_REFIT_SEED = "mbr.refit_seed"
 TEST_PREDICTIONS = "test_predictions.npz"
 TEST_VIDEOS = "test_videos.json"
 
@@ -82,10 +83,12 @@ def fold_epochs(trial_run: Any) -> list[int]:
     return [int(metrics[key]) for key in sorted(metrics) if key.startswith("fold") and key.endswith("/epochs")]
 
 
-def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_hash: str | None = None) -> Any | None:
+def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_hash: str | None = None,
+               seed: int | None = None) -> Any | None:
     """A finished refit of this pair from `source_run_id` with the same rule and refit code, if any.
 
-    With `test_hash`, only one scored on that same test set (edited test labels mean new scores).
+    With `test_hash`, only one scored on that same test set (edited test labels mean new scores);
+    with `seed`, only one trained with that seed.
     """
     from mbr_bench.tracking.queries import TAG_TEST_HASH
 
@@ -99,7 +102,8 @@ def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_h
     )
     for run in runs:
         if run.data.tags.get(TAG_REFIT_VERSION) == REFIT_VERSION and run.data.tags.get(TAG_RULE) == rule and (
-                test_hash is None or run.data.tags.get(TAG_TEST_HASH) == test_hash):
+                test_hash is None or run.data.tags.get(TAG_TEST_HASH) == test_hash) and (
+                seed is None or run.data.tags.get(TAG_REFIT_SEED) == str(seed)):
             return run
     return None
 
@@ -135,7 +139,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
     best = best_trial(client, pair_run)
     dataset = _load_search_dataset(pair_run, settings)
     test_hash = dataset_hash(dataset, "test")
-    existing = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash)
+    existing = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed)
     if existing is not None:
         return existing
     progress.message(f"{behaviour} · {backbone_name}+{head_name}: refit of trial "
@@ -269,7 +273,8 @@ def _refit(tracker: Any, pair_run: Any, best: Any, dataset: Any, test_hash: str,
     run_tags = {
         TAG_BACKBONE: backbone_name, TAG_HEAD: head_name, TAG_SOURCE_RUN: best.info.run_id,
         TAG_TRIAL: best.data.tags.get(TAG_TRIAL, ""), TAG_REFIT_VERSION: REFIT_VERSION,
-        TAG_RULE: settings.threshold_rule, TAG_TEST_HASH: test_hash, TAG_TRAIN_HASH: tags.get(TAG_TRAIN_HASH, ""),
+        TAG_RULE: settings.threshold_rule, TAG_REFIT_SEED: str(settings.seed), TAG_TEST_HASH: test_hash,
+        TAG_TRAIN_HASH: tags.get(TAG_TRAIN_HASH, ""),
     }
     with tracker.result_run(behaviour, "refit", f"{backbone_name}+{head_name} refit", run_tags,
                             parent_run_id=pair_run.info.run_id) as run:
