@@ -58,6 +58,11 @@ def content_hash(path: Path) -> str:
     return _hash_memo[memo_key]
 
 
+def video_fps(entry: VideoEntry) -> float:
+    """The manifest's frame rate for a video, else the one in the video's header."""
+    return float(entry.fps or probe_video(entry.video).fps)
+
+
 def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings) -> CacheKey:
     """What the embedding of `entry` depends on, and nothing more."""
     fields: dict[str, Any] = {"backbone": backbone.describe()}
@@ -66,7 +71,7 @@ def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: Cro
         fields["individual"] = dataset.individual
         # Speeds are per second; the probed rate when the manifest gives none, so a video predicted
         # later (whose entry always carries the probed rate) finds this embedding.
-        fields["fps"] = float(entry.fps or probe_video(entry.video).fps)
+        fields["fps"] = video_fps(entry)
     else:
         fields["video_sha256"] = content_hash(entry.video)
         fields["crop"] = crop.key()
@@ -199,8 +204,7 @@ def embed_video(
     info: dict[str, Any] = {}
     if isinstance(backbone, PoseBackbone):
         pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
-        fps = entry.fps or probe_video(entry.video).fps
-        features = backbone.embed_pose(pose, fps)
+        features = backbone.embed_pose(pose, video_fps(entry))
         shape = features.shape
         with cache.writer(key, shape, info) as out:
             out[:] = features

@@ -167,18 +167,12 @@ def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Any:
     return dataset
 
 
-def _video_fps(entry: Any) -> float:
-    from mbr_bench.benchmark.data.video import probe_video
-
-    return float(entry.fps or probe_video(entry.video).fps)
-
-
 def _refit(tracker: Any, pair_run: Any, best: Any, dataset: Any, test_hash: str, settings: RefitSettings,
            cache: Any, progress: SearchProgress) -> str:
     from mbr_bench.benchmark.backbones import build_backbone
     from mbr_bench.benchmark.bundle import MODEL_ARTIFACT, ModelBundle
     from mbr_bench.benchmark.data.labels import read_labels
-    from mbr_bench.benchmark.features.embed import embed_dataset
+    from mbr_bench.benchmark.features.embed import embed_dataset, video_fps
     from mbr_bench.benchmark.features.sequences import sample_weights
     from mbr_bench.benchmark.heads import HEADS
     from mbr_bench.benchmark.postprocess import choose_threshold, tune_postprocess
@@ -208,7 +202,7 @@ def _refit(tracker: Any, pair_run: Any, best: Any, dataset: Any, test_hash: str,
     folds = trial_predictions(client, best.info.run_id)
     y_folds, p_folds = [f[1] for f in folds], [f[2] for f in folds]
     threshold = choose_threshold(y_folds, p_folds, settings.threshold_rule)
-    fps = float(np.median([_video_fps(e) for e in train]))
+    fps = float(np.median([video_fps(e) for e in train]))
     postprocess, decision_scores = tune_postprocess(y_folds, p_folds, threshold, fps=fps)
     epochs = max(1, int(round(float(np.median(fold_epochs(best) or [1])))))
 
@@ -240,7 +234,7 @@ def _refit(tracker: Any, pair_run: Any, best: Any, dataset: Any, test_hash: str,
         proba = head.predict_proba(embeddings[entry.id])
         predict_seconds += time.perf_counter() - started
         raw, post = bundle.decide(proba)
-        videos.append((entry.id, y[entry.id], proba, raw, post, _video_fps(entry)))
+        videos.append((entry.id, y[entry.id], proba, raw, post, video_fps(entry)))
     test_fps = float(np.median([v[5] for v in videos]))
     raw_metrics = score_test_set([v[1] for v in videos], [v[2] for v in videos], [v[3] for v in videos],
                                threshold, test_fps)
