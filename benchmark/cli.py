@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mbr_bench import __version__
 from mbr_bench.benchmark.errors import MbrError
+from mbr_bench.benchmark.workers import HEARTBEAT_SECONDS
 
 DEFAULT_WORKDIR = "mbr-work"
 
@@ -85,7 +86,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from mbr_bench.benchmark.backbones import build_backbone
     from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
     from mbr_bench.benchmark.features.embed import embed_dataset
     from mbr_bench.benchmark.table import format_table
 
@@ -94,7 +95,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
-    cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else _workdir(args) / "cache")
+    from mbr_bench.benchmark.backbones import BACKBONES
+
+    unknown = [name for name in args.backbone if name not in BACKBONES.list()]
+    if unknown:
+        raise MbrError(f"--backbone {' '.join(unknown)}: unknown backbone {', '.join(map(repr, unknown))}; "
+                       f"known: {', '.join(BACKBONES.list())}")
+    cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(_workdir(args)))
     progress = not args.no_progress and sys.stderr.isatty()
     rows = []
     for name in args.backbone:
@@ -125,7 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         study=args.study, workdir=workdir, dataset=args.dataset, backbones=args.backbones, heads=args.heads,
         n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, search_space=args.search_space,
         storage=args.storage, tracking_uri=args.tracking_uri, seed=args.seed, weights=args.weights,
-        batch_size=args.batch_size, progress=not args.no_progress,
+        batch_size=args.batch_size, progress=not args.no_progress, heartbeat=args.heartbeat,
+        allow_empty_folds=args.allow_empty_folds, cache_dir=args.cache_dir,
     ))
     print()
     print(format_table(
@@ -172,7 +180,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
     from mbr_bench.benchmark.bundle import resolve_bundle
-    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
     from mbr_bench.benchmark.predict import PredictOptions, predict_videos
     from mbr_bench.benchmark.table import format_table
     from mbr_bench.tracking.queries import default_tracking_uri
@@ -181,7 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri(workdir)
     bundles = [resolve_bundle(model, uri, workdir / "models") for model in args.model]
     outcomes = predict_videos(PredictOptions(
-        bundles=bundles, inputs=args.videos, out_dir=args.out, cache=EmbeddingCache(workdir / "cache"),
+        bundles=bundles, inputs=args.videos, out_dir=args.out, cache=EmbeddingCache(default_cache_dir(workdir)),
         pose=args.pose, exclusive=args.exclusive, batch_size=args.batch_size,
         progress=not args.no_progress and sys.stderr.isatty(),
     ))
@@ -207,6 +215,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return subprocess.call(command)
     except FileNotFoundError:
         raise MbrError(f"{command[0]}: the mlflow command is not installed here; reinstall mbr-bench (make setup)") from None
+
+
+# ---------------------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mbr_bench.benchmark.serve import resolve_options, serve
+
+    return serve(resolve_options(
+        _workdir(args), backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
+        host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts,
+    ))
 
 
 # ------------------------------------------------------------------------------------ backbones
@@ -272,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbones", nargs="+", metavar="NAME",
                      help="default: pose mobilenet_v2 (built-in data) or resnet50v2 inception_resnet_v2")
     run.add_argument("--heads", nargs="+", metavar="NAME", help="default: lstm tcn frame_mlp")
-    run.add_argument("--n-trials", type=int, help="trials to add per study (default: 2 built-in, 20 otherwise; "
-                     "grid: the whole grid)")
+    run.add_argument("--n-trials", type=int, help="trial budget of each study, shared by every worker that joins it; "
+                     "a rerun finishes what is missing (default: 2 built-in, 20 otherwise; grid: the whole grid)")
     run.add_argument("--timeout", type=float, help="seconds per study before it stops starting trials")
     run.add_argument("--sampler", choices=["tpe", "grid"], default="tpe",
                      help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
@@ -285,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
     run.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     run.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
+    run.add_argument("--cache-dir", type=Path,
+                     help="embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)")
+    run.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, metavar="SECONDS",
+                     help=f"worker heartbeat; a trial silent for 4 heartbeats is failed and retried "
+                          f"(default: {HEARTBEAT_SECONDS})")
+    run.add_argument("--allow-empty-folds", action="store_true",
+                     help="leave out (with a warning) folds whose video lacks the behaviour, instead of stopping")
     run.add_argument("--no-progress", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 
@@ -331,6 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.set_defaults(func=cmd_ui)
+
+    serve = commands.add_parser(
+        "serve", help="run an MLflow tracking server for a team's workers (proxied artifacts; 127.0.0.1 by default)")
+    serve.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    serve.add_argument("--backend-store-uri", metavar="URI",
+                       help="where runs are kept: sqlite:////abs/mlflow.db (one machine) or postgresql://"
+                            "user:password@host:5432/mlflow (a team) (default: sqlite:///WORKDIR/mlflow.db)")
+    serve.add_argument("--artifacts-destination", metavar="DIR",
+                       help="where the server stores uploaded artifacts: a folder or s3://... (default: "
+                            "mlartifacts/ beside a SQLite store, else WORKDIR/mlartifacts)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default: 127.0.0.1, this machine only; 0.0.0.0: every interface, "
+                            "no authentication)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    serve.add_argument("--workers", type=int, help="server worker processes (default: MLflow's, 4)")
+    serve.add_argument("--allowed-hosts", nargs="+", metavar="HOST",
+                       help="Host headers the server accepts, e.g. mlflow:5000 'gpu-box:*' (comma-separated or "
+                            "repeated; default: localhost and private addresses, plus this machine's name when "
+                            "--host is not loopback)")
+    serve.set_defaults(func=cmd_serve)
 
     backbones = commands.add_parser("backbones", help="list registered backbones")
     backbones.set_defaults(func=cmd_backbones)

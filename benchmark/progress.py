@@ -41,6 +41,14 @@ class SearchProgress:
     def message(self, text: str) -> None:
         self._emit(text, final=True)
 
+    def warn(self, text: str) -> None:
+        """A warning is shown even with progress off: it changes what the results mean."""
+        if self.enabled:
+            self._emit(f"warning: {text}", final=True)
+        else:
+            self.stream.write(f"warning: {text}\n")
+            self.stream.flush()
+
     def epoch(self, trial: int, fold: int, n_folds: int, epoch: int, logs: dict) -> None:
         if self.live:
             self._emit(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.errors import ConfigError, DataError, MbrError, WeightsError
+from mbr_bench.benchmark.errors import ConfigError, DataError, WeightsError
 from mbr_bench.benchmark.progress import SearchProgress
+from mbr_bench.benchmark.workers import GRACE_FACTOR, HEARTBEAT_SECONDS
 from mbr_bench.tracking.queries import TAG_BATCH_SIZE, TAG_DATASET, TAG_TRAIN_HASH, TAG_WEIGHTS
 
 # The built-in default: small enough for minutes on 2 CPU cores.
@@ -47,6 +49,9 @@ class RunOptions:
     weights: str | None = None
     batch_size: int = 32
     progress: bool = True
+    heartbeat: int = HEARTBEAT_SECONDS  # seconds; a worker silent for 4 heartbeats has its trial retried
+    allow_empty_folds: bool = False
+    cache_dir: Path | None = None  # default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache; may be shared by workers
 
 
 @dataclass
@@ -81,22 +86,6 @@ def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Pat
     return manifest, True
 
 
-def open_storage(url: str) -> Any:
-    """The Optuna RDB storage at `url`, opened before any work so a bad URL fails in a second."""
-    import optuna
-    import sqlalchemy.exc
-
-    try:
-        return optuna.storages.get_storage(url)
-    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
-        reason = str(error).splitlines()[0][:200]
-        fix = ("install the PostgreSQL driver (pip install psycopg2-binary)"
-               if url.startswith("postgresql") and isinstance(error, ImportError)
-               else "pass an RDB URL such as sqlite:////abs/path/optuna.db or postgresql://user:pass@host/db, "
-                    "with a reachable server and a writable folder")
-        raise ConfigError(f"--storage {url}: cannot open the Optuna storage ({reason}); {fix}") from None
-
-
 def dataset_hash(dataset: Any, split: str | None = None) -> str:
     """A short hash of the manifest's behaviours, splits and file contents (of one split if given).
 
@@ -113,10 +102,20 @@ def dataset_hash(dataset: Any, split: str | None = None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _check_names(kind: str, names: list[str], known: list[str]) -> None:
+def _check_names(option: str, kind: str, names: list[str], known: list[str]) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"unknown {kind} {', '.join(repr(n) for n in unknown)}; known: {', '.join(known)}")
+        raise ConfigError(f"{option} {' '.join(unknown)}: unknown {kind} {', '.join(repr(n) for n in unknown)}; "
+                          f"known: {', '.join(known)}")
+
+
+def _check_numbers(options: RunOptions) -> None:
+    for option, value, ok in (("--n-trials", options.n_trials, options.n_trials is None or options.n_trials >= 1),
+                              ("--timeout", options.timeout, options.timeout is None or options.timeout > 0),
+                              ("--batch-size", options.batch_size, options.batch_size >= 1),
+                              ("--heartbeat", options.heartbeat, options.heartbeat >= 1)):
+        if not ok:
+            raise ConfigError(f"{option} {value}: must be a positive number; pass {option} 1 or more")
 
 
 def _embed_training_videos(dataset: Any, backbone: Any, cache: Any, options: RunOptions) -> tuple[dict, float, dict]:
@@ -144,16 +143,19 @@ def _training_labels(dataset: Any, n_frames: dict[str, int]) -> dict[str, Any]:
 def run(options: RunOptions) -> list[PairOutcome]:
     """Run every requested study; returns one outcome per behaviour x pair."""
     from mbr_bench.benchmark.backbones import BACKBONES, build_backbone
-    from mbr_bench.benchmark.cv import check_fold_labels, leave_one_video_out
+    from mbr_bench.benchmark.cv import leave_one_video_out, select_folds
     from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
     from mbr_bench.benchmark.heads import HEADS
+    from mbr_bench.benchmark.search import PairData
+    from mbr_bench.benchmark.workers import StaleTrialHandler, install_stale_handler, open_storage
     from mbr_bench.search_spaces.loader import load_search_space
     from mbr_bench.tracking.provenance import standard_tags
     from mbr_bench.tracking.queries import default_tracking_uri
     from mbr_bench.tracking.runs import Tracker
 
     progress = SearchProgress(enabled=options.progress)
+    _check_numbers(options)
     try:
         options.workdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -165,11 +167,11 @@ def run(options: RunOptions) -> list[PairOutcome]:
         raise DataError(f"{dataset.path}: no video has labels; a search needs labelled train videos "
                         "(add labels: and split: to the manifest)")
     behaviours = list(dataset.behaviours) if options.study == "all" else [options.study]
-    _check_names("behaviour", behaviours, list(dataset.behaviours))
+    _check_names("--study", "behaviour", behaviours, list(dataset.behaviours))
     backbone_names = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
     head_names = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
-    _check_names("backbone", backbone_names, BACKBONES.list())
-    _check_names("head", head_names, HEADS.list())
+    _check_names("--backbones", "backbone", backbone_names, BACKBONES.list())
+    _check_names("--heads", "head", head_names, HEADS.list())
     if options.sampler not in ("tpe", "grid"):
         raise ConfigError(f"--sampler must be tpe or grid, got {options.sampler!r}")
     space_path = options.search_space
@@ -182,12 +184,13 @@ def run(options: RunOptions) -> list[PairOutcome]:
         None if options.sampler == "grid" else DEMO_TRIALS if demo else DEFAULT_TRIALS)
     folds = leave_one_video_out(dataset)
     storage_url = options.storage or default_storage(options.workdir)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, options.heartbeat)
     tracker = Tracker(options.tracking_uri or default_tracking_uri(options.workdir))
     for behaviour in behaviours:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
-    cache = EmbeddingCache(options.workdir / "cache")
+    install_stale_handler(storage, StaleTrialHandler(close_run=tracker.kill_run))
+    cache = EmbeddingCache(options.cache_dir or default_cache_dir(options.workdir))
     data_hash, train_hash = dataset_hash(dataset), dataset_hash(dataset, "train")
     progress.message(
         f"dataset {dataset.name}: {len(dataset.split('train'))} train videos ({len(folds)} folds), "
@@ -197,6 +200,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
     )
 
     outcomes: list[PairOutcome] = []
+    pending: list[tuple[int, _PairJob]] = []
     for backbone_name in backbone_names:
         try:
             backbone = build_backbone(backbone_name, dataset, weights=options.weights)
@@ -214,54 +218,94 @@ def run(options: RunOptions) -> list[PairOutcome]:
                   TAG_BATCH_SIZE: str(options.batch_size)}
         for behaviour in behaviours:
             y = {v: frame[behaviour].to_numpy() for v, frame in labels.items()}
-            scored_folds = []
-            for fold in folds:
-                warning = check_fold_labels(fold, y, behaviour, dataset.path)
-                if warning:  # no positive frame to validate on: neither PR-AUC nor early stopping exist
-                    progress.message(f"warning: {warning}; fold {fold.index + 1} is left out for {behaviour}")
-                else:
-                    scored_folds.append(fold)
-            if not scored_folds:
-                raise DataError(f"{dataset.path}: no training video shows '{behaviour}'; "
-                                "label it in at least two training videos to search for it")
+            # No positive frame to validate on: neither PR-AUC nor early stopping exist for that fold.
+            scored_folds, warnings = select_folds(folds, y, behaviour, dataset, options.allow_empty_folds)
+            for warning in warnings:
+                progress.warn(warning)
             for head_name in head_names:
-                outcomes.append(_run_pair(
-                    behaviour, backbone_name, head_name, spaces[head_name], embeddings, y, seconds_per_frame,
-                    cache_keys, scored_folds, storage, storage_url, tracker, n_trials, options, progress,
-                    {**standard_tags(data_hash, cache_keys, options.seed), **recipe},
-                ))
+                pair = _PairJob(behaviour, backbone_name, head_name, spaces[head_name],
+                                PairData(embeddings, y, seconds_per_frame, cache_keys), scored_folds,
+                                {**standard_tags(data_hash, cache_keys, options.seed), **recipe})
+                outcome, others = _run_pair(pair, storage, storage_url, tracker, n_trials, options, progress)
+                outcomes.append(outcome)
+                if others:
+                    pending.append((len(outcomes) - 1, pair))
+    # Budgets are used up, but other workers still run trials: stay to retry any whose worker dies.
+    for index, pair in pending:
+        outcomes[index], _ = _run_pair(pair, storage, storage_url, tracker, n_trials, options, progress,
+                                       wait_for_others=True)
     return outcomes
 
 
+@dataclass
+class _PairJob:
+    """One behaviour x backbone x head search, with its inputs."""
+
+    behaviour: str
+    backbone: str
+    head: str
+    space: Any
+    data: Any  # search.PairData
+    folds: list
+    tags: dict[str, str]
+
+
+def _budget(n_trials: int | None, space: Any, sampler: str) -> int | None:
+    if n_trials is None and sampler == "grid":
+        return math.prod(len(values) for values in space.grid().values())
+    return n_trials
+
+
 def _run_pair(
-    behaviour: str, backbone_name: str, head_name: str, space: Any, embeddings: dict, y: dict,
-    seconds_per_frame: float, cache_keys: dict, folds: list, storage: Any, storage_url: str, tracker: Any,
-    n_trials: int | None, options: RunOptions, progress: SearchProgress, tags: dict[str, str],
-) -> PairOutcome:
+    job: _PairJob, storage: Any, storage_url: str, tracker: Any, n_trials: int | None, options: RunOptions,
+    progress: SearchProgress, wait_for_others: bool = False,
+) -> tuple[PairOutcome, int]:
+    """Search one pair until the study's budget is used; returns the outcome and how many trials of
+    other workers were still running."""
     import optuna
 
-    from mbr_bench.benchmark.search import PairData, TrialFailed, make_objective, make_pruner, make_sampler, study_name
+    from mbr_bench.benchmark.search import TrialFailed, make_objective, make_pruner, make_sampler, study_name
+    from mbr_bench.benchmark.workers import budget_state, run_trials, study_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = study_name(behaviour, backbone_name, head_name)
-    progress.set_context(f"{behaviour} · {backbone_name}+{head_name} · ")
-    outcome = PairOutcome(behaviour, backbone_name, head_name)
-    outcome.positive_rate = float(np.mean(np.concatenate(list(y.values()))))
-    study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-        sampler=make_sampler(options.sampler, space, options.seed), pruner=make_pruner(),
-    )
-    data = PairData(embeddings, y, seconds_per_frame, cache_keys)
-    already = len(study.trials)
-    progress.message(f"study {name}: {already} earlier trial(s) in {storage_url.split('?')[0]}")
-    with tracker.pair_run(behaviour, backbone_name, head_name, tags={**tags, "mbr.study": name}) as pair:
-        pair.log_params({"sampler": options.sampler, "search_space": str(space.source), "n_folds": len(folds)})
-        objective = make_objective(behaviour, head_name, space, data, folds, pair, options.seed, progress)
-        study.optimize(objective, n_trials=n_trials, timeout=options.timeout, catch=(TrialFailed,))
-        states = [t.state for t in study.trials]
+    name = study_name(job.behaviour, job.backbone, job.head)
+    progress.set_context(f"{job.behaviour} · {job.backbone}+{job.head} · ")
+    outcome = PairOutcome(job.behaviour, job.backbone, job.head)
+    outcome.positive_rate = float(np.mean(np.concatenate(list(job.data.labels.values()))))
+    lock = study_lock(storage, name)
+    budget = _budget(n_trials, job.space, options.sampler)
+    lock.acquire()  # one worker at a time creates the study and its MLflow parent run
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+            sampler=make_sampler(options.sampler, job.space, options.seed), pruner=make_pruner(),
+        )
+        pair = tracker.pair_run(job.behaviour, job.backbone, job.head, tags={**job.tags, "mbr.study": name})
+    finally:
+        lock.release()
+    state = budget_state(study)
+    if not wait_for_others:
+        progress.message(f"study {name}: {state.finished} finished, {state.running} running trial(s) of "
+                         f"{'the grid' if budget is None else budget} in {storage_url.split('?')[0]}")
+
+    def waiting(state: Any) -> None:
+        progress.message(f"study {name}: budget used; waiting for {state.running} trial(s) of other workers "
+                         f"(one whose worker dies is retried here after {GRACE_FACTOR * options.heartbeat}s)")
+
+    with pair:
+        pair.log_params({"sampler": options.sampler, "search_space": str(job.space.source),
+                         "n_folds": len(job.folds)})
+        objective = make_objective(job.behaviour, job.head, job.space, job.data, job.folds, pair, options.seed,
+                                   progress)
+        handler = storage.get_heartbeat_stale_trial_callback()
+        loop = run_trials(study, objective, budget, lock, handler, timeout=options.timeout, catch=(TrialFailed,),
+                          wait_for_others=wait_for_others, poll_seconds=options.heartbeat, on_wait=waiting)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
         outcome.complete = states.count(optuna.trial.TrialState.COMPLETE)
         outcome.pruned = states.count(optuna.trial.TrialState.PRUNED)
         outcome.failed = states.count(optuna.trial.TrialState.FAIL)
+        if loop.started == 0 and loop.budget_reached and not wait_for_others and not loop.others_running:
+            progress.message(f"study {name}: its budget of {budget} trial(s) is used; raise --n-trials to search more")
         if outcome.complete:
             best = study.best_trial
             outcome.best_score = float(best.value)
@@ -271,4 +315,4 @@ def _run_pair(
             pair.set_tags({"mbr.best_trial": str(best.number)})
             outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
     progress.set_context("")
-    return outcome
+    return outcome, loop.others_running

@@ -133,6 +133,8 @@ def make_objective(
         reset_peak_rss()  # peak memory per trial, not since the process started
         running: list[float] = []
         with pair_run.trial_run(trial.number, params, tags={"mbr.behaviour": behaviour}) as tracked:
+            # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
+            trial.set_user_attr("mlflow_run_id", tracked.run_id)
             try:
                 def on_fold(fold: Fold, metrics: dict, y_val: np.ndarray, proba: np.ndarray, head: Any) -> bool:
                     tracked.log_fold(fold.index, fold.val_id, metrics, y_val, proba, int(metrics["epochs"]))
@@ -157,7 +159,6 @@ def make_objective(
                 for key in ("train_seconds", "epochs_total", "n_params"):
                     trial.set_user_attr(key, compute[key])
                 trial.set_user_attr("folds_done", len(fold_metrics))
-                trial.set_user_attr("mlflow_run_id", tracked.run_id)
                 trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
                 score = summary[OBJECTIVE]
                 pruned = len(fold_metrics) < len(folds)

@@ -123,3 +123,141 @@ def tiny_dataset(tmp_path: Path):
         return path
 
     return make
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, fsync off), for worker tests."""
+
+    def __init__(self, port: int, user: str):
+        self.port, self.user = port, user
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database `name` (dropping an earlier one) and return its URL."""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start PostgreSQL with initdb/pg_ctl in a temporary folder; stop it after the session."""
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    # Debian keeps the server programs off PATH, in /usr/lib/postgresql/<version>/bin.
+    search = os.pathsep.join([os.environ.get("PATH", ""), *map(str, sorted(Path("/usr/lib/postgresql").glob("*/bin")))])
+    initdb, pg_ctl = shutil.which("initdb", path=search), shutil.which("pg_ctl", path=search)
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
+    run_as = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            run_as = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+    base = Path(tempfile.mkdtemp(prefix="mbr-pg-"))
+    if run_as is not None:
+        os.chown(base, run_as.pw_uid, run_as.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    user = "mbr"
+
+    def pg(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=base,
+                              user=run_as.pw_uid if run_as else None, group=run_as.pw_gid if run_as else None)
+
+    data = base / "data"
+    done = pg(initdb, "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync")
+    if done.returncode:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"initdb failed: {done.stderr.strip()[-300:]}")
+    options = f"-h 127.0.0.1 -p {port} -k {base} -F -c max_connections=100"
+    done = pg(pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60", "start")
+    if done.returncode:
+        log = (base / "server.log").read_text()[-500:] if (base / "server.log").exists() else done.stderr
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {log.strip()}")
+    try:
+        yield PostgresServer(port, user)
+    finally:
+        pg(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _workdir_problems(workdir: Path) -> list[str]:
+    """What is inconsistent in a work directory after a command stopped (see `assert_workdir_consistent`)."""
+    import json
+    import sqlite3
+
+    workdir = Path(workdir)
+    problems: list[str] = []
+    cache = workdir / "cache"
+    if cache.is_dir():
+        for path in sorted(cache.rglob("*")):
+            if not path.is_file():
+                continue
+            if path.name.endswith(".tmp") or ".partial" in path.name:
+                problems.append(f"{path}: partial write left behind")
+            elif path.suffix == ".npy":
+                record = path.with_suffix(".json")
+                if not record.is_file():
+                    problems.append(f"{path}: array without its {record.name} commit record")
+                    continue
+                try:
+                    nbytes = json.loads(record.read_text()).get("nbytes")
+                except (json.JSONDecodeError, AttributeError) as error:
+                    problems.append(f"{record}: unreadable commit record ({error})")
+                    continue
+                if nbytes != path.stat().st_size:
+                    problems.append(f"{record}: nbytes {nbytes} but {path.name} has {path.stat().st_size} bytes")
+
+    def rows(db: Path, table: str, query: str) -> list[tuple]:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                      (table,)).fetchone():
+                return []
+            return connection.execute(query).fetchall()
+        finally:
+            connection.close()
+
+    optuna_db = workdir / "optuna.db"
+    if optuna_db.is_file():
+        for trial_id, number in rows(optuna_db, "trials",
+                                     "SELECT trial_id, number FROM trials WHERE state = 'RUNNING'"):
+            problems.append(f"{optuna_db}: trial {number} (id {trial_id}) left RUNNING")
+    mlflow_db = workdir / "mlflow.db"
+    if mlflow_db.is_file():
+        for run_uuid, name in rows(mlflow_db, "runs", "SELECT run_uuid, name FROM runs WHERE status = 'RUNNING'"):
+            problems.append(f"{mlflow_db}: run {name} ({run_uuid}) left RUNNING")
+    return problems
+
+
+@pytest.fixture
+def assert_workdir_consistent():
+    """A function `check(workdir)` asserting that a work directory holds no half-done state:
+
+    (a) under WORKDIR/cache no `*.tmp` / `*.partial*` files, and every `*.npy` has its `*.json`
+        commit record whose `nbytes` equals the array file's size (`*.lock` files are fine);
+    (b) in WORKDIR/optuna.db (if any) no trial in state RUNNING;
+    (c) in WORKDIR/mlflow.db (if any) no run with status RUNNING.
+    A work directory that does not exist is consistent.
+    """
+
+    def check(workdir: Path) -> None:
+        problems = _workdir_problems(Path(workdir))
+        assert not problems, "inconsistent work directory:\n" + "\n".join(problems)
+
+    return check

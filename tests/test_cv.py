@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.cv import Fold, check_fold_labels, leave_one_video_out
+from mbr_bench.benchmark.cv import Fold, check_fold_labels, empty_fold_message, leave_one_video_out, select_folds
 from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry, load_dataset
 from mbr_bench.benchmark.errors import ConfigError, DataError
 
@@ -96,3 +96,50 @@ def test_check_fold_labels():
 
     with pytest.raises(ValueError, match="no labels for fold 1"):
         check_fold_labels(fold, {"a": np.ones(2)}, "grooming", MANIFEST)
+
+
+EMPTY_FOLD_TEXT = (
+    "/data/lab/c.csv: video 'c' has no 'grooming' frame, so its leave-one-video-out fold cannot be scored; "
+    "label that behaviour in it, move it to split: test, or pass --allow-empty-folds"
+)
+
+
+def test_empty_fold_message_is_the_documented_line():
+    assert empty_fold_message(Path("/data/lab/c.csv"), "c", "grooming") == EMPTY_FOLD_TEXT
+
+
+def test_check_fold_labels_raises_for_an_empty_validation_video_unless_allowed():
+    fold = Fold(1, ("a", "b"), "c")
+    labels = {"a": np.array([0, 1]), "b": np.array([1, 0]), "c": np.zeros(2, int)}
+    with pytest.raises(DataError) as caught:
+        check_fold_labels(fold, labels, "grooming", MANIFEST, labels_path="/data/lab/c.csv", allow_empty=False)
+    assert str(caught.value) == EMPTY_FOLD_TEXT
+    warning = check_fold_labels(fold, labels, "grooming", MANIFEST, labels_path="/data/lab/c.csv", allow_empty=True)
+    assert warning.startswith("/data/lab/c.csv: ") and "validation video 'c'" in warning
+    # Without labels_path the manifest is named, as before.
+    assert check_fold_labels(fold, labels, "grooming", MANIFEST).startswith(str(MANIFEST))
+
+
+def test_select_folds():
+    dataset = _dataset(("a", "train", True), ("b", "train", True), ("c", "train", True), ("t", "test", True))
+    folds = leave_one_video_out(dataset)
+    labels = {"a": np.array([0, 1]), "b": np.array([1, 0]), "c": np.array([1, 1])}
+    assert select_folds(folds, labels, "grooming", dataset) == (folds, [])
+
+    labels["c"] = np.zeros(2, int)
+    with pytest.raises(DataError) as caught:
+        select_folds(folds, labels, "grooming", dataset)
+    assert str(caught.value) == EMPTY_FOLD_TEXT
+    kept, warnings = select_folds(folds, labels, "grooming", dataset, allow_empty_folds=True)
+    assert kept == folds[:2]
+    assert len(warnings) == 1 and warnings[0].startswith("/data/lab/c.csv: ")
+    assert warnings[0].endswith("fold 3 is left out for grooming")
+
+    # Two videos, one empty: the empty video is named, not the fold that cannot train because of it.
+    dataset = _dataset(("a", "train", True), ("c", "train", True), ("t", "test", True))
+    folds = leave_one_video_out(dataset)
+    with pytest.raises(DataError, match="video 'c' has no 'grooming' frame"):
+        select_folds(folds, {"a": np.array([0, 1]), "c": np.zeros(2, int)}, "grooming", dataset)
+    with pytest.raises(DataError, match="no positive frame in the training videos of fold 0"):
+        select_folds(folds, {"a": np.array([0, 1]), "c": np.zeros(2, int)}, "grooming", dataset,
+                     allow_empty_folds=True)

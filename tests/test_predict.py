@@ -282,7 +282,7 @@ def test_a_pose_file_of_the_wrong_length_is_a_data_error(trained, tmp_path):
     shutil.copy(trained.test.video, new / "ofs03.mp4")
     lines = trained.test.pose.read_text().splitlines(keepends=True)
     (new / "ofs03.csv").write_text("".join(lines[:-50]))  # 3 header rows + 250 of the 300 frames
-    with pytest.raises(DataError, match=r"ofs03\.csv: 250 frames .* 300 frames"):
+    with pytest.raises(DataError, match=r"ofs03\.csv: frame-count mismatch .*video 300, pose 250"):
         _predict(trained, [new], tmp_path / "out", EmbeddingCache(tmp_path / "cache"))
     assert not list((tmp_path / "out").glob("*.csv"))
 

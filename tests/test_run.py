@@ -72,8 +72,12 @@ def test_run_tracks_every_pair_and_resumes(small_dataset, tmp_path, capsys):
     study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
     assert len(study.trials) == 2
 
-    # The same command again adds trials to the same studies and the same parent runs.
+    # The budget is the study's: the same command again runs nothing, a larger one adds the difference
+    # to the same studies and the same parent runs.
     assert main(argv) == 0
+    capsys.readouterr()
+    assert len(optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage).trials) == 2
+    assert main([("4" if a == "2" else a) for a in argv]) == 0
     capsys.readouterr()
     study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
     assert len(study.trials) == 4
@@ -112,14 +116,16 @@ def test_run_rejects_unknown_names_and_unlabelled_data(small_dataset, tmp_path, 
     assert not (tmp_path / "cache").exists()  # failed before any embedding
 
 
-def test_a_validation_video_without_the_behaviour_is_left_out_not_fatal(tiny_dataset, tmp_path, capsys):
+def test_a_validation_video_without_the_behaviour_stops_unless_allowed(tiny_dataset, tmp_path, capsys):
     path = tiny_dataset(n_frames=60, split=("train", "train", "train", "test"))
     labels = path.parent / "labels" / "t2.csv"
     lines = labels.read_text().splitlines()
     labels.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
     argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
             "--n-trials", "1", "--workdir", str(tmp_path / "w"), "--search-space", str(_tiny_space(tmp_path))]
-    assert main(argv) == 0
+    assert main(argv) == 2  # by default a bad input: the message names the labels file and the flag
+    assert "--allow-empty-folds" in capsys.readouterr().err
+    assert main(argv + ["--allow-empty-folds"]) == 0
     captured = capsys.readouterr()
     assert "fold 3 is left out for rearing" in captured.err
     assert "fold 1/2" in captured.err and "fold 2/2" in captured.err and "fold 3/" not in captured.err
@@ -151,7 +157,7 @@ def test_builtin_default_builds_its_data_once_and_skips_a_cnn_without_weights(tm
     assert len(table) == 1 and "pose" in table[0] and "frame_mlp" in table[0]
     assert not list((tmp_path / "cache").glob("mobilenet_v2/*.npy"))  # nothing half-written
 
-    assert main(argv) == 0  # the second run reuses the data and adds a trial
+    assert main(argv + ["--n-trials", "2"]) == 0  # the second run reuses the data and adds a trial
     captured = capsys.readouterr()
     assert "writing the built-in synthetic open field" not in captured.err
-    assert "1 earlier trial(s)" in captured.err
+    assert "1 finished, 0 running trial(s) of 2" in captured.err

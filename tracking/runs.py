@@ -29,12 +29,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy.exc
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
+from mbr_bench.benchmark.data.files import exclusive_lock
 from mbr_bench.benchmark.errors import ConfigError
 from mbr_bench.tracking.figures import (
     DEFAULT_THRESHOLD,
@@ -418,6 +420,40 @@ class PairRun(_Run):
         super().end(status, error)
 
 
+def _open_store(tracking_uri: str) -> MlflowClient:
+    """A client whose store answered once, so a wrong URI fails here, in seconds, not mid-search."""
+    import sqlalchemy
+
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file but not its folder
+        # The first access creates and migrates the database: workers starting together on one
+        # machine must not run those migrations at the same time.
+        with exclusive_lock(db.with_name(db.name + ".lock")):
+            client = MlflowClient(tracking_uri=tracking_uri)
+            client.search_experiments(max_results=1)
+        return client
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:  # MLflow's own client retries for minutes before it gives up
+            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
+        except (urllib.error.URLError, OSError) as error:
+            raise OSError(f"no MLflow server answers there: {getattr(error, 'reason', error)}") from None
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        try:  # one quick attempt; MLflow's store retries a refused connection for about two minutes
+            engine = sqlalchemy.create_engine(tracking_uri, connect_args={"connect_timeout": 10})
+            engine.connect().close()
+            engine.dispose()
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise OSError(str(error.orig if getattr(error, "orig", None) else error).strip()) from None
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.search_experiments(max_results=1)
+    return client
+
+
 class Tracker:
     """Entry point: one tracking store (a SQLite file or a server URL) and its experiments."""
 
@@ -431,16 +467,21 @@ class Tracker:
         """
         _quiet_store_startup()
         self.tracking_uri = tracking_uri
-        db = sqlite_path(tracking_uri)
-        if db is not None:
-            # SQLite creates the file but not its folder.
-            db.parent.mkdir(parents=True, exist_ok=True)
         if artifact_root is None:
             artifact_root = default_artifact_root(tracking_uri)
         if artifact_root is not None and "://" not in str(artifact_root):
             artifact_root = Path(artifact_root).resolve()  # a local folder; URIs (s3://...) are kept as given
         self.artifact_root = None if artifact_root is None else str(artifact_root)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            self.client = _open_store(tracking_uri)
+        except (MlflowException, OSError, ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
+            text = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip()
+            reason = text.splitlines()[0][:200] if text else type(error).__name__
+            raise ConfigError(
+                f"--tracking-uri {tracking_uri}: cannot open the MLflow tracking store ({reason}); pass a database "
+                "URI such as sqlite:////abs/path/mlflow.db, or the http(s):// URL of a running MLflow server "
+                "(mbr-bench serve)"
+            ) from None
         self._experiment_ids: dict[str, str] = {}
 
     def experiment_id(self, behaviour: str) -> str:
@@ -532,6 +573,21 @@ class Tracker:
         run = self.client.create_run(self.experiment_id(behaviour), run_name=run_name,
                                      tags={key: value[:TAG_VALUE_LIMIT] for key, value in run_tags.items()})
         return _Run(self.client, run)
+
+    def kill_run(self, run_id: str, reason: str) -> bool:
+        """Mark a RUNNING run KILLED (a trial whose worker died); False if it had already ended."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.status != RUNNING:
+            return False
+        tags = {TAG_ERROR: reason[:TAG_VALUE_LIMIT]}
+        if run.data.tags.get(TAG_KIND) == "trial" and run.data.tags.get(TAG_STATE) in (None, "running"):
+            tags[TAG_STATE] = "failed"
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+        self.client.set_terminated(run_id, KILLED)
+        return True
 
     def close_stale_runs(self, behaviour: str, everywhere: bool = False) -> list[str]:
         """Mark KILLED the runs of a behaviour's experiment left RUNNING by a process that is gone.

@@ -66,10 +66,15 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
             f"using {frames} (re-encode the video to fix its header)"
         )
     fps = entry.fps or info.fps
+    # A recording cut short keeps its header: the pose and labels made from the whole video then
+    # match the header's count, and the video, not them, is what to fix.
+    truncated = frames < info.n_frames
 
     bodyparts: tuple[str, ...] = ()
     if entry.pose is not None:
         pose = read_pose(entry.pose, individual=dataset.individual)
+        if truncated and pose.n_frames == info.n_frames:
+            raise _truncated_video(entry, info.n_frames, frames, entry.pose, "pose rows")
         if pose.n_frames != frames:
             raise DataError(
                 f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {frames}, pose {pose.n_frames}; "
@@ -86,13 +91,19 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
 
     stats: dict[str, BehaviourStats] = {}
     if entry.labels is not None:
+        # Reading first: a missing behaviour column (the searches need it) is named before extra ones.
+        try:
+            labels = read_labels(entry.labels, dataset.behaviours, n_frames=frames, fps=fps)
+        except DataError:
+            if truncated and _fits(entry, dataset, info.n_frames, fps):
+                raise _truncated_video(entry, info.n_frames, frames, entry.labels, "label rows") from None
+            raise
         unknown = [name for name in label_names(entry.labels) if name not in dataset.behaviours]
         if unknown:
             raise DataError(
                 f"{entry.labels}: unknown behaviour(s) {unknown}; declared in {dataset.path.name}: "
                 f"{list(dataset.behaviours)}; add them to behaviours or remove the column(s)"
             )
-        labels = read_labels(entry.labels, dataset.behaviours, n_frames=frames, fps=fps)
         if len(labels) != frames:
             raise DataError(
                 f"{entry.labels}: frame-count mismatch for video '{entry.id}': video {frames}, labels {len(labels)}; "
@@ -103,9 +114,27 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
             if entry.split == "train" and stats[behaviour].positives == 0:
                 report.warnings.append(
                     f"{entry.labels}: behaviour '{behaviour}' has no positive frame in training video '{entry.id}'; "
-                    "its fold can only score precision on negatives"
+                    "its leave-one-video-out fold cannot be scored, so `mbr-bench run` stops unless "
+                    "--allow-empty-folds: label that behaviour in it or move it to split: test"
                 )
     return VideoReport(entry.id, entry.split, frames, fps, info.width, info.height, bodyparts, stats)
+
+
+def _truncated_video(entry: VideoEntry, n_header: int, frames: int, other, what: str) -> DataError:  # noqa: ANN001
+    return DataError(
+        f"{entry.video}: video '{entry.id}' is truncated: its header lists {n_header} frames but only {frames} "
+        f"decode, while {other} has {n_header} {what}; copy the complete video again (or redo the pose and "
+        "labels on this shorter file)"
+    )
+
+
+def _fits(entry: VideoEntry, dataset: Dataset, n_frames: int, fps: float) -> bool:
+    """Whether the labels file reads cleanly for a video of `n_frames` frames."""
+    try:
+        read_labels(entry.labels, dataset.behaviours, n_frames=n_frames, fps=fps)
+    except DataError:
+        return False
+    return True
 
 
 def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:

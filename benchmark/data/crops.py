@@ -303,7 +303,8 @@ def _iter_centred(path: Path, side: int, out_size: int, centres: np.ndarray | No
     centres = track_centroids(path) if centres is None else _hold_gaps(centres)
     n_centres = len(centres)
     # Catch a mismatch before any work when the header disagrees; decode to be sure, headers can lie.
-    if probe_video(path).n_frames != n_centres:
+    n_header = probe_video(path).n_frames
+    if n_header != n_centres:
         n_video = count_frames(path)
         if n_video != n_centres:
             raise DataError(_mismatch(path, n_video, n_centres))
@@ -314,10 +315,17 @@ def _iter_centred(path: Path, side: int, out_size: int, centres: np.ndarray | No
         yield _resize(crop_square(frame, centres[n], side), out_size)
         n += 1
     if n != n_centres:
-        raise DataError(_mismatch(path, n, n_centres))
+        raise DataError(_mismatch(path, n, n_centres, n_header))
 
 
-def _mismatch(path: Path, n_video: int, n_centres: int) -> str:
+def _mismatch(path: Path, n_video: int, n_centres: int, n_header: int | None = None) -> str:
+    if n_header is not None and n_video < n_header == n_centres:
+        # The pose matches the header: the recording was cut short after the pose was made.
+        return (
+            f"{path}: the video has {n_video} frames but there are {n_centres} crop centres (one per pose row) "
+            f"and its header lists {n_header}, so the video is truncated; copy the complete video again "
+            "(or redo the pose on this shorter file)"
+        )
     return (
         f"{path}: the video has {n_video} frames but there are {n_centres} crop centres (one per pose row); "
         "the pose file must come from this exact video, re-run pose estimation on it or trim one to match"

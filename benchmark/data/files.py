@@ -48,3 +48,20 @@ def write_atomic(path: str | Path, data: bytes | str, durable: bool = False) -> 
     with atomic_output(path, durable) as tmp:
         tmp.write_bytes(payload)
     return Path(path)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive POSIX lock on `path` (created if absent) between processes.
+
+    The kernel releases it when the holder dies, so a killed process never leaves it held. It
+    serialises, e.g., the first-use set-up of a SQLite database that several workers open at once.
+    """
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)

@@ -60,6 +60,8 @@ def _open(path: str | Path) -> tuple[Path, cv2.VideoCapture]:
         raise DataError(f"{path}: video file not found; fix the path (in dataset.yaml, relative to that file)")
     if not path.is_file():
         raise DataError(f"{path}: is not a file; point to the video file itself")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the video file is empty (0 bytes); copy or export the video again")
     try:
         with _quiet_opencv():
             cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -68,8 +70,8 @@ def _open(path: str | Path) -> tuple[Path, cv2.VideoCapture]:
     if not cap.isOpened():
         cap.release()
         raise DataError(
-            f"{path}: cannot be opened as a video (not a video, damaged, or a codec OpenCV's FFmpeg cannot read); "
-            + REENCODE_HINT
+            f"{path}: cannot be opened as a video (not a video file, no frames, truncated or damaged, or a codec "
+            f"OpenCV's FFmpeg cannot read); copy it again if it was cut short, else {REENCODE_HINT}"
         )
     return path, cap
 

@@ -3,19 +3,26 @@
 One entry = one video embedded by one backbone with one crop setting: `<digest>.npy` (float32,
 frames x dim, memory-mapped on read) plus `<digest>.json`, the commit record written last. An entry
 counts only when its record exists and agrees with the array file's size and shape, so a write
-killed at any point reads as a miss, never as data.
+killed at any point reads as a miss, never as data; `load(..., verify=True)` also checks the
+array's sha256 against the record.
+
+The cache may be a folder shared by several workers (a volume, NFS): `claim` holds a POSIX lock on
+`<entry>.lock` while one worker computes an entry, so another waits for it instead of computing the
+same video; the kernel drops the lock of a worker that dies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import platform
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,11 @@ from mbr_bench.benchmark.errors import CacheError
 # Bump when decoding, cropping or feature code changes what an embedding holds.
 CODE_VERSION = "1"
 DTYPE = np.float32
+
+
+def default_cache_dir(workdir: str | os.PathLike) -> Path:
+    """$MBR_BENCH_CACHE_DIR (a folder workers share) if set, else WORKDIR/cache."""
+    return Path(os.environ.get("MBR_BENCH_CACHE_DIR") or Path(workdir) / "cache")
 
 
 @dataclass(frozen=True)
@@ -96,10 +108,17 @@ class EmbeddingCache:
             return None
         return record
 
-    def load(self, key: CacheKey) -> np.ndarray | None:
-        """Memory-mapped (frames, dim) float32 array, or None on a miss."""
+    def load(self, key: CacheKey, verify: bool = False) -> np.ndarray | None:
+        """Memory-mapped (frames, dim) float32 array, or None on a miss.
+
+        With `verify`, an entry whose bytes no longer match its checksum (a damaged disk, a file
+        edited by hand) is removed and reads as a miss, so it is computed again.
+        """
         record = self.record(key)
         if record is None:
+            return None
+        if verify and not self._checksum_ok(key, record):
+            self.discard(key)
             return None
         try:
             array = np.load(self._paths(key)[0], mmap_mode="r")
@@ -173,9 +192,71 @@ class EmbeddingCache:
             **info,
         }
         # The record is the commit: until it lands, the entry reads as a miss.
-        _write_json_atomic(record_path, record)
+        try:
+            _write_json_atomic(record_path, record)
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):  # no array without its record (disk full)
+                array_path.unlink()
+            raise
 
     def verify(self, key: CacheKey) -> bool:
         """Full check: the array's bytes still match the checksum in the record."""
         record = self.record(key)
-        return record is not None and file_sha256(self._paths(key)[0]) == record.get("sha256")
+        return record is not None and self._checksum_ok(key, record)
+
+    def _checksum_ok(self, key: CacheKey, record: dict[str, Any]) -> bool:
+        array_path = self._paths(key)[0]
+        stat = array_path.stat()
+        memo = (str(array_path), stat.st_size, stat.st_mtime_ns, record.get("sha256"))
+        if memo in _verified:  # read-only entries: once per process is enough
+            return True
+        ok = file_sha256(array_path) == record.get("sha256")
+        if ok:
+            _verified.add(memo)
+        return ok
+
+    def discard(self, key: CacheKey) -> None:
+        """Remove an entry: the record first, so no reader ever sees a record without its array."""
+        for path in reversed(self._paths(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def claim(self, key: CacheKey, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the right to compute `key`: other workers block here until it is released.
+
+        On entry, leftovers of an earlier writer of this entry killed mid-write are removed (nobody
+        else can be writing them while we hold the claim). `on_wait(owner)` is called once when
+        another worker holds it.
+        """
+        array_path = self._paths(key)[0]
+        lock_path = array_path.with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+")  # noqa: SIM115 (closed below)
+        except OSError as error:
+            raise _cache_error(self.root, error) from error
+        try:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if on_wait is not None:
+                    handle.seek(0)
+                    on_wait(handle.read().strip() or "another worker")
+                fcntl.lockf(handle, fcntl.LOCK_EX)
+            for leftover in array_path.parent.glob(f".{array_path.stem}.*.npy.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+            with contextlib.suppress(OSError):  # who holds it, for the messages of those who wait
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{platform.node()} pid {os.getpid()}")
+                handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+_verified: set[tuple[str, int, int, Any]] = set()

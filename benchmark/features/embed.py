@@ -9,6 +9,7 @@ not by the video's length.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -191,37 +192,61 @@ def embed_video(
     crop = crop or dataset.crop
     started = time.perf_counter()
     key = cache_key(dataset, entry, backbone, crop)
-    cached = cache.load(key)
-    if cached is not None:
-        record = cache.record(key) or {}
-        # Entries written before the per-frame cost was recorded still carry their total seconds.
-        per_frame = record.get("seconds_per_frame", record.get("seconds", 0.0) / max(cached.shape[0], 1))
-        return EmbedResult(
-            entry.id, cached.shape[0], cached.shape[1], 0, round(time.perf_counter() - started, 4),
-            float(per_frame), str(cache.array_path(key)),
-        )
-
-    info: dict[str, Any] = {}
-    if isinstance(backbone, PoseBackbone):
-        pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
-        features = backbone.embed_pose(pose, video_fps(entry))
-        shape = features.shape
-        with cache.writer(key, shape, info) as out:
-            out[:] = features
-            _timing(info, started, shape[0], batch_size)
-    else:
-        assert isinstance(backbone, ImageBackbone)
-        n_frames = probe_video(entry.video).n_frames
-        shape = (n_frames, backbone.output_dim)
-        with cache.writer(key, shape, info) as out, tqdm(
-            total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
-        ) as bar:
-            _embed_images(dataset, entry, backbone, crop, out, batch_size, bar)
-            _timing(info, started, shape[0], batch_size)
+    hit = _cached_result(cache, key, entry, started)
+    if hit is not None:
+        return hit
+    # A miss: claim the entry, so a worker sharing this cache folder does not compute it too.
+    with cache.claim(key, on_wait=lambda owner: _say(f"{entry.id} · {backbone.name}: waiting for {owner}, "
+                                                      "which is embedding it")):
+        hit = _cached_result(cache, key, entry, started)  # it finished while we waited
+        if hit is not None:
+            return hit
+        info: dict[str, Any] = {}
+        if isinstance(backbone, PoseBackbone):
+            pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
+            if entry.video is not None and entry.video.exists():
+                n_video = probe_video(entry.video).n_frames
+                if n_video != pose.n_frames:  # labels follow the video: features must too
+                    raise DataError(
+                        f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_video}, pose "
+                        f"{pose.n_frames}; the pose file must have one row per video frame (re-run pose "
+                        "estimation on this exact video)")
+            features = backbone.embed_pose(pose, video_fps(entry))
+            shape = features.shape
+            with cache.writer(key, shape, info) as out:
+                out[:] = features
+                _timing(info, started, shape[0], batch_size)
+        else:
+            assert isinstance(backbone, ImageBackbone)
+            n_frames = probe_video(entry.video).n_frames
+            shape = (n_frames, backbone.output_dim)
+            with cache.writer(key, shape, info) as out, tqdm(
+                total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
+            ) as bar:
+                _embed_images(dataset, entry, backbone, crop, out, batch_size, bar)
+                _timing(info, started, shape[0], batch_size)
     return EmbedResult(
         entry.id, shape[0], shape[1], shape[0], round(time.perf_counter() - started, 4),
         float(info["seconds_per_frame"]), str(cache.array_path(key)),
     )
+
+
+def _cached_result(cache: EmbeddingCache, key: CacheKey, entry: VideoEntry, started: float) -> EmbedResult | None:
+    """The result of a cache hit, read only after its checksum matches; None on a miss."""
+    cached = cache.load(key, verify=True)
+    if cached is None:
+        return None
+    record = cache.record(key) or {}
+    # Entries written before the per-frame cost was recorded still carry their total seconds.
+    per_frame = record.get("seconds_per_frame", record.get("seconds", 0.0) / max(cached.shape[0], 1))
+    return EmbedResult(
+        entry.id, cached.shape[0], cached.shape[1], 0, round(time.perf_counter() - started, 4),
+        float(per_frame), str(cache.array_path(key)),
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # rare, and it explains a pause: never hidden
 
 
 def _timing(info: dict[str, Any], started: float, n_frames: int, batch_size: int) -> None:

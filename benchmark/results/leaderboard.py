@@ -64,7 +64,7 @@ def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
 
 
 def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
-    from mbr_bench.benchmark.features.cache import EmbeddingCache
+    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
     from mbr_bench.benchmark.results.report import write_report
     from mbr_bench.tracking.queries import default_tracking_uri, pair_runs
     from mbr_bench.tracking.runs import Tracker
@@ -73,7 +73,7 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     uri = options.tracking_uri or default_tracking_uri(options.workdir)
     tracker = Tracker(uri)
     behaviours = studied_behaviours(tracker.client, options.study, uri)
-    cache = EmbeddingCache(options.workdir / "cache")
+    cache = EmbeddingCache(default_cache_dir(options.workdir))
     rows: dict[str, list[PairResult]] = {}
     for behaviour in behaviours:
         pairs = pair_runs(tracker.client, behaviour)

@@ -1,0 +1,333 @@
+"""Several workers on one study: the shared budget, retries of dead workers' trials, resume after kill -9.
+
+The end-to-end tests start real `mbr-bench run` processes, SIGKILL one in the middle of a trial, and
+check what a lab relies on: the finished-trial count equals the budget, trial numbers are unique,
+the killed trial is failed and retried with the same parameters, no MLflow run stays RUNNING, and
+the embedding cache holds only complete entries. PostgreSQL runs on 127.0.0.1 in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbr_bench.benchmark import workers
+from mbr_bench.benchmark.errors import ConfigError
+
+BUDGET = 4
+
+
+def _dead_identity() -> str:
+    """A `process_identity` of a process that has ended on this host."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    ticks = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    child.kill()
+    child.wait()
+    return f"{platform.node()}:{child.pid}:{ticks}"
+
+
+def _study(tmp_path: Path, name: str = "s", heartbeat: int = 30):
+    import optuna
+
+    storage = workers.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat)
+    workers.install_stale_handler(storage, workers.StaleTrialHandler())
+    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True), storage
+
+
+# ---------------------------------------------------------------------------------- unit tests
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked by hand, outside Study.optimize
+def test_a_dead_local_workers_trial_is_failed_at_once_and_retried_with_its_params(tmp_path):
+    from optuna.trial import TrialState
+
+    study, storage = _study(tmp_path)
+    trial = study.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr(workers.ATTR_PROCESS, _dead_identity())
+    alive = study.ask()
+    alive.set_user_attr(workers.ATTR_PROCESS, workers.process_identity())  # this process: alive
+
+    assert workers.fail_dead_local_trials(study, storage.get_heartbeat_stale_trial_callback()) == [trial.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[trial.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == {"x": x}
+    assert retry.system_attrs["failed_trial"] == trial.number
+    # The retry replaces the failed trial in the budget: 3 trials, of which one failed and was retried.
+    state = workers.budget_state(study)
+    assert (state.used, state.waiting, state.running) == (2, 1, 1)
+    assert state.open_slot(2)  # a waiting retry always runs, whatever the budget
+
+
+def test_budget_counts_failures_that_were_not_retried(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    study, _ = _study(tmp_path)
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL))
+    study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=0.5))
+    study.add_trial(optuna.create_trial(state=TrialState.PRUNED))
+    state = workers.budget_state(study)
+    assert (state.used, state.finished, state.waiting) == (3, 2, 0)
+    assert not state.open_slot(3) and state.open_slot(4) and state.open_slot(None)
+
+
+def _worker(url: str, budget: int, seconds: float) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = workers.open_storage(url, heartbeat=1)
+    study = optuna.load_study(study_name="shared", storage=storage)
+
+    def objective(trial):
+        time.sleep(seconds)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    workers.run_trials(study, objective, budget, workers.study_lock(storage, "shared"), None, wait_for_others=True,
+                       poll_seconds=0.2)
+
+
+def test_three_workers_share_one_budget(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="shared", storage=workers.open_storage(url))
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(url, 7, 0.3)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert len(trials) == 7  # not 21, and not 8 or 9 from racing workers
+    assert sorted(t.number for t in trials) == list(range(7))
+    # Every worker took part (each trial records the process that ran it).
+    assert len({t.user_attrs[workers.ATTR_PROCESS] for t in trials}) >= 2
+
+
+def test_open_storage_rejects_bad_urls_and_heartbeats(tmp_path):
+    with pytest.raises(ConfigError, match=r"--storage notaurl: cannot open the Optuna storage"):
+        workers.open_storage("notaurl")
+    with pytest.raises(ConfigError, match="--heartbeat must be"):
+        workers.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=0)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot open the Optuna storage"):
+        workers.open_storage("postgresql://u:p@127.0.0.1:1/db")  # nothing listens on port 1
+    assert time.monotonic() - started < 30  # fails fast instead of hanging
+
+
+# ------------------------------------------------------------------------------- cache claims
+def _claim_and_fill(root: str, marker: str) -> None:
+    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+
+    cache = EmbeddingCache(root)
+    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
+    with cache.claim(key):
+        if cache.load(key) is not None:
+            return
+        with open(marker, "a") as handle:  # one line per worker that computed the entry
+            handle.write(f"{os.getpid()}\n")
+        with cache.writer(key, (50, 4), {}) as out:
+            time.sleep(1.0)
+            out[:] = 1.0
+
+
+def test_two_workers_never_compute_the_same_cache_entry(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    marker = tmp_path / "computed.txt"
+    processes = [context.Process(target=_claim_and_fill, args=(str(tmp_path / "cache"), str(marker)))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert len(marker.read_text().splitlines()) == 1
+
+
+def _write_forever(root: str) -> None:
+    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+
+    cache = EmbeddingCache(root)
+    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
+    with cache.claim(key), cache.writer(key, (1000, 16), {}) as out:
+        out[:10] = 1.0
+        out.flush()
+        time.sleep(600)
+
+
+def test_a_writer_killed_mid_entry_leaves_a_miss_and_its_claim_is_free(tmp_path):
+    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+
+    root = tmp_path / "cache"
+    process = multiprocessing.get_context("spawn").Process(target=_write_forever, args=(str(root),))
+    process.start()
+    deadline = time.monotonic() + 60
+    while not list(root.glob("toy/.*.npy.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(root.glob("toy/.*.npy.tmp")), "the writer never started"
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(10)
+
+    cache = EmbeddingCache(root)
+    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
+    assert cache.load(key) is None  # half-written: a miss, never data
+    waited = []
+    with cache.claim(key, on_wait=waited.append):  # the kernel released the dead writer's lock
+        assert not list(root.glob("toy/*.tmp"))  # and its leftover is cleaned by the next claimant
+    assert waited == []
+
+
+def test_an_entry_whose_bytes_changed_is_discarded_not_read(tmp_path):
+    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path)
+    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
+    with cache.writer(key, (20, 3), {}) as out:
+        out[:] = np.arange(60, dtype=np.float32).reshape(20, 3)
+    assert cache.load(key, verify=True) is not None
+    path = cache.array_path(key)
+    data = bytearray(path.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # same size, different bytes: only the checksum sees it
+    path.write_bytes(bytes(data))
+    assert cache.load(key) is not None  # the size check alone is fooled
+    assert cache.load(key, verify=True) is None
+    assert not path.exists() and cache.record(key) is None  # removed, so it is computed again
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def worker_dataset(tmp_path_factory):
+    from mbr_bench.benchmark.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("workers-data"), n_videos=4, n_frames=400, seed=5, n_test=1)
+
+
+def _space(folder: Path) -> Path:
+    # Slow enough to kill in the middle of a trial, small enough for CI.
+    path = folder / "space.yaml"
+    path.write_text("lstm: {units: {choices: [8, 16]}, sequence_length: 50, max_epochs: 6, patience: 6,"
+                    " batch_size: 4, learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
+    return path
+
+
+def _command(dataset: Path, workdir: Path, storage: str, tracking: str, cache: Path) -> list[str]:
+    return [sys.executable, "-m", "mbr_bench.benchmark.cli", "run", "--study", "wall_rearing",
+            "--dataset", str(dataset), "--backbones", "pose", "--heads", "lstm", "--n-trials", str(BUDGET),
+            "--workdir", str(workdir), "--storage", storage, "--tracking-uri", tracking, "--cache-dir", str(cache),
+            "--search-space", str(_space(workdir.parent)), "--heartbeat", "1", "--no-progress",
+            "--allow-empty-folds"]
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _kill_mid_trial(process: subprocess.Popen, storage: str, log: Path) -> int:
+    """SIGKILL `process` once a trial it runs has scored a fold; returns that trial's number."""
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the worker ended before it could be killed:\n{log.read_text()[-3000:]}"
+        try:
+            study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
+        except KeyError:  # not created yet
+            time.sleep(0.2)
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = trial.user_attrs.get(workers.ATTR_PROCESS, "")
+            if owner.split(":")[1:2] == [str(process.pid)] and trial.intermediate_values:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(30)
+                return trial.number
+        time.sleep(0.1)
+    raise AssertionError(f"no trial of pid {process.pid} scored a fold in time:\n{log.read_text()[-3000:]}")
+
+
+def _assert_recovered(storage: str, tracking: str, killed: int, cache: Path) -> None:
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    trials = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage).trials
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), numbers
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == BUDGET, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert trials[killed].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == trials[killed].params
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("mbr-bench/wall_rearing")
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    killed_run = client.get_run(trials[killed].user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "KILLED" and killed_run.data.tags["mbr.state"] == "failed"
+    finished_runs = {t.user_attrs["mlflow_run_id"] for t in finished}
+    assert {r.info.run_id for r in runs if r.data.tags.get("mbr.kind") == "trial"
+            and r.info.status == "FINISHED"} == finished_runs
+    assert len([r for r in runs if r.data.tags.get("mbr.kind") == "pair"]) == 1
+
+    assert not list(cache.rglob("*.tmp"))
+    for array in cache.rglob("*.npy"):
+        assert array.with_suffix(".json").is_file()
+
+
+@pytest.mark.slow
+def test_sqlite_run_killed_mid_trial_resumes_to_its_budget(worker_dataset, tmp_path):
+    workdir, cache = tmp_path / "work", tmp_path / "cache"
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    tracking = f"sqlite:///{workdir / 'mlflow.db'}"
+    workdir.mkdir()
+    command = _command(worker_dataset, workdir, storage, tracking, cache)
+    first = _start(command, tmp_path / "first.log")
+    killed = _kill_mid_trial(first, storage, tmp_path / "first.log")
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_recovered(storage, tracking, killed, cache)
+    with sqlite3.connect(workdir / "optuna.db") as db:  # the dead run's trial was failed once, not twice
+        assert db.execute("select count(*) from trials where state = 'FAIL'").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_postgres_two_workers_one_killed_mid_trial(worker_dataset, tmp_path, postgres_server):
+    storage = postgres_server.create_database("optuna_workers")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow on PostgreSQL: see test_serve
+    cache = tmp_path / "shared-cache"  # one cache folder for both workers, as on a shared volume
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    a = _start(_command(worker_dataset, tmp_path / "a", storage, tracking, cache), logs[0])
+    b = _start(_command(worker_dataset, tmp_path / "b", storage, tracking, cache), logs[1])
+    try:
+        killed = _kill_mid_trial(a, storage, logs[0])
+        # The survivor finishes the budget and retries the dead worker's trial once its heartbeat is stale.
+        assert b.wait(600) == 0, logs[1].read_text()[-3000:]
+    finally:
+        for process in (a, b):
+            if process.poll() is None:
+                process.kill()
+    _assert_recovered(storage, tracking, killed, cache)
+
+    # Running the command again (a restarted worker) has nothing left to do and changes nothing.
+    again = subprocess.run(_command(worker_dataset, tmp_path / "c", storage, tracking, cache),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _assert_recovered(storage, tracking, killed, cache)
