@@ -31,5 +31,13 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# Performance suite (tests/bench): ratios measured side by side, saved as pytest-benchmark JSON and
+# turned into bench-results/report.md. The normal test run skips these (--benchmark-skip in addopts).
+bench: setup
+	mkdir -p bench-results
+	$(BIN)/python -m pytest tests/bench -o addopts="--import-mode=importlib -ra" --benchmark-only \
+		--benchmark-json=bench-results/benchmark.json
+	$(BIN)/python tests/bench/report.py bench-results/benchmark.json bench-results/report.md
+
 clean:
 	rm -rf $(VENV) $(WORKDIR) .pytest_cache *.egg-info
