@@ -183,7 +183,7 @@ def postgres_server():
     if done.returncode:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"initdb failed: {done.stderr.strip()[-300:]}")
-    options = f"-h 127.0.0.1 -p {port} -k {base} -F -c max_connections=100"
+    options = f"-h 127.0.0.1 -p {port} -k {base} -F -c max_connections=300"
     done = pg(pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60", "start")
     if done.returncode:
         log = (base / "server.log").read_text()[-500:] if (base / "server.log").exists() else done.stderr

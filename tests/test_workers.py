@@ -8,6 +8,7 @@ the embedding cache holds only complete entries. PostgreSQL runs on 127.0.0.1 in
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import platform
@@ -235,6 +236,14 @@ def _start(command: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
+@functools.lru_cache(maxsize=None)
+def _storage(url: str):
+    """One storage (one connection pool) per URL: a new one per poll would exhaust the server's connections."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url)
+
+
 def _kill_mid_trial(process: subprocess.Popen, storage: str, log: Path) -> int:
     """SIGKILL `process` once a trial it runs has scored a fold; returns that trial's number."""
     import optuna
@@ -244,7 +253,7 @@ def _kill_mid_trial(process: subprocess.Popen, storage: str, log: Path) -> int:
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the worker ended before it could be killed:\n{log.read_text()[-3000:]}"
         try:
-            study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage)
+            study = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=_storage(storage))
         except KeyError:  # not created yet
             time.sleep(0.2)
             continue
@@ -263,7 +272,7 @@ def _assert_recovered(storage: str, tracking: str, killed: int, cache: Path) -> 
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    trials = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=storage).trials
+    trials = optuna.load_study(study_name="wall_rearing/pose+lstm", storage=_storage(storage)).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)), numbers
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
