@@ -32,9 +32,11 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 # Performance suite (tests/bench): ratios measured side by side, saved as pytest-benchmark JSON and
-# turned into bench-results/report.md. The normal test run skips these (--benchmark-skip in addopts).
+# turned into bench-results/report.md (with search_efficiency.png). The normal test run skips these
+# (--benchmark-skip in addopts); their pure parts (report, cost model) are ordinary tests.
 bench: setup
 	mkdir -p bench-results
+	MBR_BENCH_RESULTS=bench-results \
 	$(BIN)/python -m pytest tests/bench -o addopts="--import-mode=importlib -ra" --benchmark-only \
 		--benchmark-json=bench-results/benchmark.json
 	$(BIN)/python tests/bench/report.py bench-results/benchmark.json bench-results/report.md

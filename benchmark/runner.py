@@ -312,7 +312,8 @@ def _run_pair(
             outcome.best_params = dict(best.params)
             pair.log_metrics({"best_cv_pr_auc": outcome.best_score, "n_trials_complete": outcome.complete,
                               "n_trials_pruned": outcome.pruned, "n_trials_failed": outcome.failed})
-            pair.set_tags({"mbr.best_trial": str(best.number)})
+            # A repeat has no MLflow run of its own: name the trial that trained.
+            pair.set_tags({"mbr.best_trial": str(best.user_attrs.get("repeat_of", best.number))})
             outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
     progress.set_context("")
     return outcome, loop.others_running

@@ -112,3 +112,67 @@ def test_a_head_learns_every_behaviour_and_shuffled_labels_do_not(small_syntheti
     shuffled, _ = cross_validate(lambda: HEADS.build("lstm", **params), shuffled_data, folds)
     shuffled_score = summarise(shuffled)["pr_auc_mean"]
     assert abs(shuffled_score - positive_rate) < 0.1, (shuffled_score, positive_rate)
+
+
+def _categorical_space():
+    from mbr_bench.search_spaces.loader import SearchSpace
+
+    return SearchSpace.from_dict("lstm", {"units": {"choices": [8, 16]}, "sequence_length": {"choices": [50, 100]},
+                                          "max_epochs": 3})
+
+
+def _finished(study, params, value=None, state=None):
+    import optuna
+
+    distributions = _categorical_space().distributions
+    state = state or optuna.trial.TrialState.COMPLETE
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, state=state, value=value,
+                                              user_attrs={"pr_auc_std": 0.05}))
+
+
+def test_earlier_result_finds_only_complete_trials_with_the_same_params():
+    import optuna
+
+    from mbr_bench.benchmark.search import earlier_result
+
+    study = optuna.create_study(direction="maximize")
+    _finished(study, {"units": 8, "sequence_length": 50}, value=0.6)
+    _finished(study, {"units": 16, "sequence_length": 50}, state=optuna.trial.TrialState.PRUNED)
+    found = {}
+
+    def objective(trial):
+        _categorical_space().suggest(trial)
+        earlier = earlier_result(trial)
+        found[(trial.params["units"], trial.params["sequence_length"])] = None if earlier is None else earlier.number
+        return 0.0
+
+    for params in ({"units": 8, "sequence_length": 50}, {"units": 16, "sequence_length": 50},
+                   {"units": 8, "sequence_length": 100}):
+        study.enqueue_trial(params)
+    study.optimize(objective, n_trials=3)
+    # Same params as the complete trial 0: found. A pruned trial's params, or other params: trained.
+    assert found == {(8, 50): 0, (16, 50): None, (8, 100): None}
+
+
+def test_a_repeated_configuration_reuses_its_score_without_training_or_tracking():
+    import optuna
+
+    from mbr_bench.benchmark.progress import SearchProgress
+    from mbr_bench.benchmark.search import make_objective
+
+    class NoTracking:
+        def trial_run(self, *args, **kwargs):
+            raise AssertionError("a repeated configuration must not open a tracked run")
+
+    study = optuna.create_study(direction="maximize")
+    _finished(study, {"units": 16, "sequence_length": 100}, value=0.72)
+    study.enqueue_trial({"units": 16, "sequence_length": 100})
+    # No data and no folds: any training attempt would fail the trial.
+    objective = make_objective("wall_rearing", "lstm", _categorical_space(), PairData({}, {}), [], NoTracking(), 0,
+                               SearchProgress(enabled=False))
+    study.optimize(objective, n_trials=1)
+    repeat = study.trials[-1]
+    assert repeat.state == optuna.trial.TrialState.COMPLETE
+    assert repeat.value == pytest.approx(0.72)
+    assert repeat.user_attrs["repeat_of"] == 0
+    assert repeat.user_attrs["train_seconds"] == 0.0

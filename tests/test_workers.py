@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,15 +118,89 @@ def test_three_workers_share_one_budget(tmp_path):
     assert len({t.user_attrs[workers.ATTR_PROCESS] for t in trials}) >= 2
 
 
-def test_open_storage_rejects_bad_urls_and_heartbeats(tmp_path):
+class EngineLog:
+    """Every engine built through SQLAlchemy's `create_engine` (Optuna's and MLflow's spellings both) during a test:
+    its URL, the keyword arguments it got, and how many DBAPI connections it then tried to open."""
+
+    @dataclass
+    class Engine:
+        url: str
+        kwargs: dict
+        attempts: int = 0
+
+    def __init__(self, monkeypatch):
+        import sqlalchemy
+        import sqlalchemy.engine
+
+        self.engines: list[EngineLog.Engine] = []
+        real = sqlalchemy.engine.create_engine
+
+        def create_engine(url, *args, **kwargs):
+            text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+            record = EngineLog.Engine(text, kwargs)
+            self.engines.append(record)
+            engine = real(url, *args, **kwargs)  # a bad URL raises here, after being logged
+
+            @sqlalchemy.event.listens_for(engine, "do_connect")
+            def attempt(*_):  # before each DBAPI connect() call, retries included
+                record.attempts += 1
+
+            return engine
+
+        monkeypatch.setattr(sqlalchemy, "create_engine", create_engine)
+        monkeypatch.setattr(sqlalchemy.engine, "create_engine", create_engine)
+
+    def of(self, url: str) -> list[EngineLog.Engine]:
+        return [engine for engine in self.engines if engine.url == url]
+
+
+def test_open_storage_rejects_bad_urls_and_heartbeats(tmp_path, monkeypatch):
+    engines = EngineLog(monkeypatch)
     with pytest.raises(ConfigError, match=r"--storage notaurl: cannot open the Optuna storage"):
         workers.open_storage("notaurl")
+    assert sum(engine.attempts for engine in engines.of("notaurl")) == 0
     with pytest.raises(ConfigError, match="--heartbeat must be"):
         workers.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=0)
-    started = time.monotonic()
+    url = "postgresql://u:p@127.0.0.1:1/db"  # nothing listens on port 1
     with pytest.raises(ConfigError, match="cannot open the Optuna storage"):
-        workers.open_storage("postgresql://u:p@127.0.0.1:1/db")  # nothing listens on port 1
-    assert time.monotonic() - started < 30  # fails fast instead of hanging
+        workers.open_storage(url)
+    # Fails fast instead of hanging: one engine, one connection attempt (no retry loop), and a connect timeout
+    # that bounds that attempt when a server does not answer at all (a refused port answers at once).
+    [engine] = engines.of(url)
+    assert engine.attempts == 1
+    assert 0 < engine.kwargs["connect_args"]["connect_timeout"] <= 10
+
+
+def test_tracker_refuses_unreachable_stores_with_one_quick_attempt(monkeypatch):
+    import inspect
+    import urllib.request
+
+    from mbr_bench.tracking.runs import Tracker
+
+    # A database server: one connection attempt with a connect timeout; MLflow's own store, which retries a
+    # refused connection for about two minutes, is never built (it would be a second engine for the URL).
+    engines = EngineLog(monkeypatch)
+    url = "postgresql://u:p@127.0.0.1:1/db"
+    with pytest.raises(ConfigError, match=r"--tracking-uri postgresql://\S+: cannot open the MLflow tracking store"):
+        Tracker(url)
+    [engine] = engines.of(url)
+    assert engine.attempts == 1
+    assert 0 < engine.kwargs["connect_args"]["connect_timeout"] <= 10
+
+    # A server URL: one /health request with a timeout, instead of the MLflow client's minutes of retries.
+    requests = []
+    real_urlopen = urllib.request.urlopen
+
+    def urlopen(*args, **kwargs):
+        requests.append(inspect.signature(real_urlopen).bind(*args, **kwargs).arguments)
+        return real_urlopen(*args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(ConfigError, match=r"--tracking-uri http://127.0.0.1:1: cannot open the MLflow tracking store"):
+        Tracker("http://127.0.0.1:1")
+    [request] = requests
+    assert request["url"] == "http://127.0.0.1:1/health"
+    assert 0 < request.get("timeout", 0) <= 10, request  # no timeout: urlopen waits as long as the OS lets it
 
 
 # ------------------------------------------------------------------------------- cache claims

@@ -114,6 +114,11 @@ class EmbeddingCache:
         With `verify`, an entry whose bytes no longer match its checksum (a damaged disk, a file
         edited by hand) is removed and reads as a miss, so it is computed again.
         """
+        hit = self.load_with_record(key, verify)
+        return None if hit is None else hit[0]
+
+    def load_with_record(self, key: CacheKey, verify: bool = False) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """`load`, with the commit record the array was checked against (read once), or None on a miss."""
         record = self.record(key)
         if record is None:
             return None
@@ -126,7 +131,7 @@ class EmbeddingCache:
             return None
         if list(array.shape) != record["shape"] or array.dtype != DTYPE:
             return None
-        return array
+        return array, record
 
     @contextlib.contextmanager
     def writer(self, key: CacheKey, shape: tuple[int, int], info: dict[str, Any]) -> Iterator[np.ndarray]:

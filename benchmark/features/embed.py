@@ -233,10 +233,10 @@ def embed_video(
 
 def _cached_result(cache: EmbeddingCache, key: CacheKey, entry: VideoEntry, started: float) -> EmbedResult | None:
     """The result of a cache hit, read only after its checksum matches; None on a miss."""
-    cached = cache.load(key, verify=True)
-    if cached is None:
+    hit = cache.load_with_record(key, verify=True)
+    if hit is None:
         return None
-    record = cache.record(key) or {}
+    cached, record = hit
     # Entries written before the per-frame cost was recorded still carry their total seconds.
     per_frame = record.get("seconds_per_frame", record.get("seconds", 0.0) / max(cached.shape[0], 1))
     return EmbedResult(

@@ -3,7 +3,9 @@
 Usage: python tests/bench/report.py bench-results/benchmark.json bench-results/report.md
 
 Each benchmark's extra_info carries target, ratio, comparison (">=" or "<="), target_value and
-note (see tests/bench/conftest.py); benchmarks without a ratio are listed as not measured.
+note (see tests/bench/conftest.py); benchmarks without a ratio are listed as not measured. A
+benchmark may add `report_section` (Markdown: a figure, a table) shown below the table, and the
+cost model (tests/bench/cost_model.py) adds its projection from the measured figures.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path: find cost_model
+from cost_model import cost_section  # noqa: E402
 
 
 def is_met(ratio: float | None, comparison: str, target_value: float) -> bool | None:
@@ -84,6 +89,13 @@ def render(data: dict[str, Any]) -> str:
         table(data),
         "",
     ]
+    for bench in sorted(data.get("benchmarks", []), key=lambda b: str(b.get("extra_info", {}).get("target", ""))):
+        section = bench.get("extra_info", {}).get("report_section")
+        if section:
+            lines += [section.rstrip(), ""]
+    cost = cost_section(data)
+    if cost:
+        lines += [cost.rstrip(), ""]
     return "\n".join(lines)
 
 

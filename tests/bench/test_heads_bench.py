@@ -3,10 +3,13 @@
 The same model (`head.build_model`), the same windows and weights (`training_windows`,
 `sample_weights`), the same batch size, shuffle and optimiser; 5 epochs each, the first two
 (tracing, warm-up) left out, the median of the rest; the head's and the plain run interleaved over rounds, best round of each.
+Before every fit, garbage is collected and Keras' global state cleared, so that neither path pays
+for the models the other left behind.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 
@@ -19,7 +22,7 @@ from mbr_bench.benchmark.heads import HEADS
 HEAD_TARGET = 1.10
 EPOCHS = 5
 WARM_EPOCHS = 2  # epochs 1-2 hold tracing and warm-up in both paths; epochs 3-5 are compared
-ROUNDS = {"lstm": 2, "tcn": 1}  # the TCN's tracing alone costs ~25 s on 2 cores
+ROUNDS = {"lstm": 4, "tcn": 2}  # an LSTM epoch is ~1 s and noisy on a shared machine; TCN tracing alone costs ~25 s
 N_VIDEOS, N_FRAMES, DIM = 4, 1500, 1280  # mobilenet_v2-sized embeddings; 20 windows of 300 frames
 PARAMS = {"sequence_length": 300, "batch_size": 8, "dropout": 0.5, "learning_rate": 1e-3, "seed": 0}
 
@@ -34,6 +37,13 @@ def _data():
             labels[start : start + 30] = 1
         y.append(labels)
     return X, y, sample_weights(y)
+
+
+def _fresh_state() -> None:
+    import keras
+
+    gc.collect()
+    keras.backend.clear_session()
 
 
 def _plain_epoch_seconds(head, X, y, w) -> list[float]:
@@ -66,7 +76,9 @@ def test_head_epoch_vs_plain_keras_fit(benchmark, name):
 
     def setup():
         head = HEADS.build(name, max_epochs=EPOCHS, **PARAMS)
+        _fresh_state()
         plain_runs.append(_plain_epoch_seconds(head, X, y, w))  # interleaved: plain right before each head fit
+        _fresh_state()
         return (head,), {}
 
     def fit(head):
