@@ -298,8 +298,15 @@ def _run_pair(
         objective = make_objective(job.behaviour, job.head, job.space, job.data, job.folds, pair, options.seed,
                                    progress)
         handler = storage.get_heartbeat_stale_trial_callback()
+
+        def reseed(n_trials: int) -> None:
+            # The sampler's random draws are seeded by the trial's place in the study: reproducible for
+            # one process, and a resumed or parallel worker does not repeat the points others drew.
+            study.sampler = make_sampler(options.sampler, job.space, options.seed + n_trials)
+
         loop = run_trials(study, objective, budget, lock, handler, timeout=options.timeout, catch=(TrialFailed,),
-                          wait_for_others=wait_for_others, poll_seconds=options.heartbeat, on_wait=waiting)
+                          wait_for_others=wait_for_others, poll_seconds=options.heartbeat, on_wait=waiting,
+                          reseed=reseed)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         outcome.complete = states.count(optuna.trial.TrialState.COMPLETE)
         outcome.pruned = states.count(optuna.trial.TrialState.PRUNED)

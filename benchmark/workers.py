@@ -254,11 +254,13 @@ def run_trials(
     wait_for_others: bool = False,
     poll_seconds: float = HEARTBEAT_SECONDS,
     on_wait: Callable[[Budget], None] | None = None,
+    reseed: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """Run trials of `study` until its budget is used (counting every worker's trials) or `timeout`.
 
     With `wait_for_others`, a worker that finds the budget used but trials of other workers still
-    running waits for them, so it can retry any whose worker dies.
+    running waits for them, so it can retry any whose worker dies. `reseed(n)` is called under the
+    lock before each trial with the number of trials the study holds, a number no other claim gets.
     """
     result = LoopResult()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -291,6 +293,8 @@ def run_trials(
                 time.sleep(poll_seconds)
                 fail_stale_trials(study)  # retries (WAITING) appear for trials whose worker died
                 continue
+            if reseed is not None:
+                reseed(len(study.get_trials(deepcopy=False)))
             holding = False  # `claimed` releases it once the trial exists
             current.clear()
             try:
