@@ -80,12 +80,13 @@ def score_grid(space, data, folds) -> dict[tuple, Scored]:
     return table
 
 
-def replay(table: dict[tuple, Scored], space, sampler, pruner, budget_fold_epochs: float,
+def replay(table: dict[tuple, Scored], space, sampler_for, pruner, budget_fold_epochs: float,
            max_trials: int) -> tuple[list[tuple[float, float]], list[int]]:
     """Run a study whose objective reads `table`; returns (fold-epochs spent, best score) after every
     trial, and the fold-epochs charged to each trial.
 
-    Mirrors `search.make_objective`: a repeat of a complete trial's parameters reuses its score at
+    Mirrors the runner: before each trial the sampler is `sampler_for(number of trials so far)`, as
+    `workers.run_trials` reseeds it; and `search.make_objective`: a repeat of a complete trial's parameters reuses its score at
     no cost; otherwise after each fold the running mean is reported and the pruner asked, except
     after the last fold (a finished trial is complete, not pruned).
     """
@@ -97,7 +98,7 @@ def replay(table: dict[tuple, Scored], space, sampler, pruner, budget_fold_epoch
     spent = 0.0
     curve: list[tuple[float, float]] = []
     charged: list[int] = []
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study = optuna.create_study(direction="maximize", sampler=sampler_for(0), pruner=pruner)
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal spent
@@ -126,7 +127,11 @@ def replay(table: dict[tuple, Scored], space, sampler, pruner, budget_fold_epoch
         if spent >= budget_fold_epochs:
             study.stop()
 
-    study.optimize(objective, n_trials=max_trials, callbacks=[record])
+    for _ in range(max_trials):
+        study.sampler = sampler_for(len(study.get_trials(deepcopy=False)))
+        study.optimize(objective, n_trials=1, callbacks=[record])
+        if spent >= budget_fold_epochs:
+            break
     return curve, charged
 
 
@@ -220,11 +225,12 @@ def test_tpe_with_pruning_vs_reference_grid(benchmark, tmp_path):
     grid_curves, tpe_curves, tpe_needed, grid_needed, tpe_charged = [], [], [], [], []
     tpe_repeats = tpe_trials = 0
     for seed in SEEDS:
-        curve, _ = replay(table, space, make_sampler("grid", space, seed), optuna.pruners.NopPruner(),
-                          grid_total, len(table))
+        curve, _ = replay(table, space, lambda n, seed=seed: make_sampler("grid", space, seed),  # one order per seed
+                          optuna.pruners.NopPruner(), grid_total, len(table))
         grid_curves.append(curve)
         grid_needed.append(fold_epochs_to_reach(curve, goal) / grid_total)
-        curve, charged = replay(table, space, make_sampler("tpe", space, seed), make_pruner(), grid_total, max_trials)
+        curve, charged = replay(table, space, lambda n, seed=seed: make_sampler("tpe", space, seed + n), make_pruner(),
+                                grid_total, max_trials)
         tpe_curves.append(curve)
         tpe_charged.extend(c for c in charged if c > 0)  # trials that trained (repeats cost nothing)
         tpe_repeats += charged.count(0)
