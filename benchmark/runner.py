@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +251,7 @@ class _PairJob:
 
 def _budget(n_trials: int | None, space: Any, sampler: str) -> int | None:
     if n_trials is None and sampler == "grid":
-        return math.prod(len(values) for values in space.grid().values())
+        return space.grid_size()
     return n_trials
 
 
