@@ -22,7 +22,7 @@ from numbers import Real
 
 import numpy as np
 
-from mbr_bench.benchmark.data.labels import bout_spans
+from .data.labels import bout_spans
 
 DEFAULT_IOU_THRESHOLDS = (0.1, 0.25, 0.5)
 

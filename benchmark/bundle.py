@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.data.crops import CropSettings
-from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
-from mbr_bench.benchmark.errors import ConfigError, DataError
-from mbr_bench.benchmark.postprocess import PostProcess
+from .data.crops import CropSettings
+from .data.manifest import Dataset, VideoEntry
+from ..core.errors import ConfigError, DataError
+from .postprocess import PostProcess
 
 BUNDLE_FILE = "bundle.json"
 HEAD_FOLDER = "head"
@@ -74,7 +74,7 @@ class ModelBundle:
 
     def build_backbone(self, dataset: Dataset) -> Any:
         """The training backbone, rebuilt; DataError if its settings no longer match."""
-        from mbr_bench.benchmark.backbones import build_backbone
+        from .backbones import build_backbone
 
         backbone = build_backbone(self.backbone, dataset, weights=self.weights)
         if _jsonable(backbone.describe()) != _jsonable(self.backbone_config):
@@ -86,7 +86,7 @@ class ModelBundle:
 
     def needs_pose(self) -> bool:
         """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
-        from mbr_bench.benchmark.backbones import BACKBONES, PoseBackbone
+        from .backbones import BACKBONES, PoseBackbone
 
         factory = BACKBONES.get(self.backbone)
         return self.crop.mode == "pose" or (isinstance(factory, type) and issubclass(factory, PoseBackbone))
@@ -132,7 +132,7 @@ class ModelBundle:
 
 def load_bundle(folder: str | Path) -> ModelBundle:
     """Read a bundle folder written by `ModelBundle.save`."""
-    from mbr_bench.benchmark.heads import load_head
+    from .heads import load_head
 
     folder = Path(folder)
     path = folder / BUNDLE_FILE
@@ -188,7 +188,7 @@ def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelB
         return load_bundle(path / MODEL_ARTIFACT if (path / MODEL_ARTIFACT / BUNDLE_FILE).is_file() else path)
     from mlflow.exceptions import MlflowException
 
-    from mbr_bench.tracking.queries import MlflowClient  # also quiets MLflow's download progress bars
+    from ..tracking.queries import MlflowClient  # also quiets MLflow's download progress bars
 
     client = MlflowClient(tracking_uri=tracking_uri)
     if _RUN_ID.fullmatch(model):
@@ -219,7 +219,7 @@ def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelB
 def _registered_run_id(client: Any, model: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    from mbr_bench.tracking.queries import quote_filter_value
+    from ..tracking.queries import quote_filter_value
 
     name, _, version = model.partition("/")
     try:

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mbr_bench import __version__
-from mbr_bench.benchmark.errors import MbrError
-from mbr_bench.benchmark.workers import HEARTBEAT_SECONDS
+from .. import __version__
+from ..core.errors import MbrError
+from .workers import HEARTBEAT_SECONDS
 
 DEFAULT_WORKDIR = "mbr-work"
 
@@ -23,7 +23,7 @@ def _workdir(args: argparse.Namespace) -> Path:
 
 # ---------------------------------------------------------------------------------------- synth
 def cmd_synth(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.data.synthetic import generate
+    from .data.synthetic import generate
 
     manifest = generate(args.out, n_videos=args.videos, n_frames=args.frames, seed=args.seed, n_test=args.test)
     print(f"wrote {manifest}")
@@ -33,9 +33,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------- dataset check
 def cmd_dataset_check(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.data.check import check_dataset
-    from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.benchmark.table import format_table
+    from .data.check import check_dataset
+    from .data.manifest import load_dataset
+    from .table import format_table
 
     dataset = load_dataset(args.path)
     report = check_dataset(dataset, progress=not args.json and sys.stderr.isatty())
@@ -84,18 +84,18 @@ def _report_json(report) -> dict:  # noqa: ANN001
 def cmd_embed(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from mbr_bench.benchmark.backbones import build_backbone
-    from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
-    from mbr_bench.benchmark.features.embed import embed_dataset
-    from mbr_bench.benchmark.table import format_table
+    from .backbones import build_backbone
+    from .data.manifest import load_dataset
+    from .features.cache import EmbeddingCache, default_cache_dir
+    from .features.embed import embed_dataset
+    from .table import format_table
 
     dataset = load_dataset(args.dataset)
     crop = dataset.crop
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
-    from mbr_bench.benchmark.backbones import BACKBONES
+    from .backbones import BACKBONES
 
     unknown = [name for name in args.backbone if name not in BACKBONES.list()]
     if unknown:
@@ -124,8 +124,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ run
 def cmd_run(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.runner import RunOptions, run
-    from mbr_bench.benchmark.table import format_table
+    from .runner import RunOptions, run
+    from .table import format_table
 
     workdir = _workdir(args)
     outcomes = run(RunOptions(
@@ -150,10 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- leaderboard
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.postprocess import parse_threshold_rule
-    from mbr_bench.benchmark.results.leaderboard import LeaderboardOptions, build_leaderboard
-    from mbr_bench.benchmark.results.refit import RefitSettings
-    from mbr_bench.benchmark.results.report import terminal_table
+    from .postprocess import parse_threshold_rule
+    from .results.leaderboard import LeaderboardOptions, build_leaderboard
+    from .results.refit import RefitSettings
+    from .results.report import terminal_table
 
     parse_threshold_rule(args.threshold)  # a typo fails now, not after the first refit
     workdir = _workdir(args)
@@ -179,11 +179,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.bundle import resolve_bundle
-    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
-    from mbr_bench.benchmark.predict import PredictOptions, predict_videos
-    from mbr_bench.benchmark.table import format_table
-    from mbr_bench.tracking.queries import default_tracking_uri
+    from .bundle import resolve_bundle
+    from .features.cache import EmbeddingCache, default_cache_dir
+    from .predict import PredictOptions, predict_videos
+    from .table import format_table
+    from ..tracking.queries import default_tracking_uri
 
     workdir = _workdir(args)
     uri = args.tracking_uri or default_tracking_uri(workdir)
@@ -206,7 +206,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from mbr_bench.tracking.queries import default_tracking_uri, ui_command
+    from ..tracking.queries import default_tracking_uri, ui_command
 
     uri = args.tracking_uri or default_tracking_uri(_workdir(args))
     command = ui_command(uri, host=args.host, port=args.port)
@@ -219,7 +219,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.serve import resolve_options, serve
+    from ..tracking.serve import resolve_options, serve
 
     return serve(resolve_options(
         _workdir(args), backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
@@ -229,8 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ backbones
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone
-    from mbr_bench.benchmark.table import format_table
+    from .backbones import BACKBONES, ImageBackbone
+    from .table import format_table
 
     rows = []
     for name in BACKBONES.list():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mbr_bench.benchmark.data.manifest import Dataset
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from .data.manifest import Dataset
+from ..core.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

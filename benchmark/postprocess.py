@@ -30,10 +30,10 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
-from mbr_bench.benchmark.bouts import _binary_frames, bout_metrics
-from mbr_bench.benchmark.data.labels import bout_spans
-from mbr_bench.benchmark.errors import ConfigError
-from mbr_bench.benchmark.metrics import pr_curve
+from .bouts import _binary_frames, bout_metrics
+from .data.labels import bout_spans
+from ..core.errors import ConfigError
+from .metrics import pr_curve
 
 THRESHOLD_RULES = ("max_f1", "recall:<target>")
 # Seconds behind default_grid; 0 s means "off" (a size of 1 frame).

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.bundle import ModelBundle
-from mbr_bench.benchmark.data.files import atomic_output
-from mbr_bench.benchmark.data.manifest import VideoEntry
-from mbr_bench.benchmark.errors import ConfigError, DataError
-from mbr_bench.benchmark.features.cache import EmbeddingCache
+from .bundle import ModelBundle
+from ..core.files import atomic_output
+from .data.manifest import VideoEntry
+from ..core.errors import ConfigError, DataError
+from .features.cache import EmbeddingCache
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 POSE_SUFFIXES = (".csv", ".h5")
@@ -263,7 +263,7 @@ def _check_stems(videos: Sequence[Path]) -> None:
 
 def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list[_Job]:
     """Validate every video (opens, has its pose file, writes nowhere it reads) before any work."""
-    from mbr_bench.benchmark.data.video import probe_video
+    from .data.video import probe_video
 
     pose = Path(options.pose).expanduser() if options.pose is not None else None
     if pose is not None:
@@ -300,8 +300,8 @@ def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list
 
 def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictOptions) -> tuple[np.ndarray, int]:
     """(frames, dim) memory-mapped embeddings of the video and the number of frames computed now."""
-    from mbr_bench.benchmark.data.video import count_frames
-    from mbr_bench.benchmark.features.embed import embed_video
+    from .data.video import count_frames
+    from .features.embed import embed_video
 
     dataset = bundle.dataset_for([job.entry], where=job.entry.video.parent)
     result = embed_video(dataset, job.entry, backbone, options.cache, crop=bundle.crop,

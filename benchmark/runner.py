@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.errors import ConfigError, DataError, WeightsError
-from mbr_bench.benchmark.progress import SearchProgress
-from mbr_bench.benchmark.workers import GRACE_FACTOR, HEARTBEAT_SECONDS
-from mbr_bench.tracking.queries import TAG_BATCH_SIZE, TAG_DATASET, TAG_TRAIN_HASH, TAG_WEIGHTS
+from ..core.errors import ConfigError, DataError, WeightsError
+from .progress import SearchProgress
+from .workers import GRACE_FACTOR, HEARTBEAT_SECONDS
+from ..tracking.queries import TAG_BATCH_SIZE, TAG_DATASET, TAG_TRAIN_HASH, TAG_WEIGHTS
 
 # The built-in default: small enough for minutes on 2 CPU cores.
 DEMO_BACKBONES = ("pose", "mobilenet_v2")
@@ -78,7 +78,7 @@ def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Pat
         return options.dataset, False
     manifest = options.workdir / "synthetic" / "dataset.yaml"
     if not manifest.is_file():
-        from mbr_bench.benchmark.data.synthetic import generate
+        from .data.synthetic import generate
 
         progress.message(f"no --dataset: writing the built-in synthetic open field to {manifest.parent}")
         generate(manifest.parent, n_videos=DEMO_VIDEOS, n_frames=DEMO_FRAMES, seed=0)
@@ -91,7 +91,7 @@ def dataset_hash(dataset: Any, split: str | None = None) -> str:
     The whole dataset identifies a search's data; the train part is what its results depend on,
     and the test part what a refit's test scores depend on.
     """
-    from mbr_bench.benchmark.features.embed import content_hash
+    from ..core.hashing import content_hash
 
     record = {
         v.id: [v.split, *(content_hash(p) if p else None for p in (v.video, v.pose, v.labels))]
@@ -119,7 +119,7 @@ def _check_numbers(options: RunOptions) -> None:
 
 def _embed_training_videos(dataset: Any, backbone: Any, cache: Any, options: RunOptions) -> tuple[dict, float, dict]:
     """Embeddings of the training videos (memory-mapped), mean embedding s/frame, cache keys."""
-    from mbr_bench.benchmark.features.embed import cache_key, embed_dataset
+    from .features.embed import cache_key, embed_dataset
 
     train = [v.id for v in dataset.split("train")]
     results = embed_dataset(dataset, backbone, cache, batch_size=options.batch_size, video_ids=train,
@@ -131,7 +131,7 @@ def _embed_training_videos(dataset: Any, backbone: Any, cache: Any, options: Run
 
 
 def _training_labels(dataset: Any, n_frames: dict[str, int]) -> dict[str, Any]:
-    from mbr_bench.benchmark.data.labels import read_labels
+    from .data.labels import read_labels
 
     labels = {}
     for entry in dataset.split("train"):
@@ -141,17 +141,17 @@ def _training_labels(dataset: Any, n_frames: dict[str, int]) -> dict[str, Any]:
 
 def run(options: RunOptions) -> list[PairOutcome]:
     """Run every requested study; returns one outcome per behaviour x pair."""
-    from mbr_bench.benchmark.backbones import BACKBONES, build_backbone
-    from mbr_bench.benchmark.cv import leave_one_video_out, select_folds
-    from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
-    from mbr_bench.benchmark.heads import HEADS
-    from mbr_bench.benchmark.search import PairData
-    from mbr_bench.benchmark.workers import StaleTrialHandler, install_stale_handler, open_storage
-    from mbr_bench.search_spaces.loader import load_search_space
-    from mbr_bench.tracking.provenance import standard_tags
-    from mbr_bench.tracking.queries import default_tracking_uri
-    from mbr_bench.tracking.runs import Tracker
+    from .backbones import BACKBONES, build_backbone
+    from .cv import leave_one_video_out, select_folds
+    from .data.manifest import load_dataset
+    from .features.cache import EmbeddingCache, default_cache_dir
+    from .heads import HEADS
+    from .search import PairData
+    from .workers import StaleTrialHandler, install_stale_handler, open_storage
+    from ..search_spaces.loader import load_search_space
+    from ..tracking.provenance import standard_tags
+    from ..tracking.queries import default_tracking_uri
+    from ..tracking.runs import Tracker
 
     progress = SearchProgress(enabled=options.progress)
     _check_numbers(options)
@@ -175,7 +175,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
         raise ConfigError(f"--sampler must be tpe or grid, got {options.sampler!r}")
     space_path = options.search_space
     if space_path is None and demo:
-        from mbr_bench.search_spaces.loader import default_space_path
+        from ..search_spaces.loader import default_space_path
 
         space_path = default_space_path("demo")
     spaces = {h: load_search_space(h, space_path, allowed=HEADS.get(h).param_names()) for h in head_names}
@@ -263,8 +263,8 @@ def _run_pair(
     other workers were still running."""
     import optuna
 
-    from mbr_bench.benchmark.search import TrialFailed, make_objective, make_pruner, make_sampler, study_name
-    from mbr_bench.benchmark.workers import budget_state, run_trials, study_lock
+    from .search import TrialFailed, make_objective, make_pruner, make_sampler, study_name
+    from .workers import budget_state, run_trials, study_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(job.behaviour, job.backbone, job.head)

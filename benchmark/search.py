@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.cv import Fold
-from mbr_bench.benchmark.errors import ConfigError, MbrError
-from mbr_bench.benchmark.features.sequences import sample_weights
-from mbr_bench.benchmark.metrics import frame_metrics, summarise
-from mbr_bench.benchmark.progress import SearchProgress
-from mbr_bench.search_spaces.loader import SearchSpace
-from mbr_bench.tracking.provenance import peak_rss_mb, reset_peak_rss
+from .cv import Fold
+from ..core.errors import ConfigError, MbrError
+from .features.sequences import sample_weights
+from .metrics import frame_metrics, summarise
+from .progress import SearchProgress
+from ..search_spaces.loader import SearchSpace
+from ..tracking.provenance import peak_rss_mb, reset_peak_rss
 
 OBJECTIVE = "pr_auc_mean"  # the CV score every study maximises
 # Random trials before TPE models the results. Optuna's default, 10, is half the default budget of
@@ -145,7 +145,7 @@ def make_objective(
     """The Optuna objective for one pair: CV mean PR-AUC of the suggested params, fully tracked."""
     import optuna
 
-    from mbr_bench.benchmark.heads import HEADS
+    from .heads import HEADS
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)

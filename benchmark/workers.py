@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mbr_bench.benchmark.data.files import exclusive_lock
-from mbr_bench.benchmark.errors import ConfigError
-from mbr_bench.tracking.provenance import process_alive, process_identity
+from ..core.files import exclusive_lock
+from ..core.errors import ConfigError
+from ..core.process import process_alive, process_identity
 
 HEARTBEAT_SECONDS = 30
 GRACE_FACTOR = 4  # a trial is stale after this many missed heartbeats: TensorFlow can starve the thread

@@ -31,7 +31,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from mbr_bench.benchmark.errors import ConfigError
+from ..core.errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent
 DEMO = "demo"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone, PoseBackbone, build_backbone
-from mbr_bench.benchmark.errors import WeightsError
+from mbr_bench.core.errors import WeightsError
 
 # Reference output sizes (global average pooling), from the method's chapter 4.
 REFERENCE_DIMS = {"resnet50v2": 2048, "inception_resnet_v2": 1536, "mobilenet_v2": 1280}

@@ -594,7 +594,7 @@ def _full_at_fsync(monkeypatch) -> None:
 
 
 def _full_at_record(monkeypatch) -> None:
-    # The commit record (.json) is written last, through data.files.write_atomic.
+    # The commit record (.json) is written last, through core.files.write_atomic.
     real = Path.write_bytes
 
     def write_bytes(self, data):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.errors import CacheError, DataError
+from mbr_bench.core.errors import CacheError, DataError
 from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from mbr_bench.benchmark.data.crops import CropSettings, crop_square, fit_square, iter_crops, track_centroids
 from mbr_bench.benchmark.data.video import iter_frames, read_frame
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- crop geometry
 

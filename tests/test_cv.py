@@ -7,7 +7,7 @@ import pytest
 
 from mbr_bench.benchmark.cv import Fold, check_fold_labels, empty_fold_message, leave_one_video_out, select_folds
 from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry, load_dataset
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 
 MANIFEST = Path("/data/lab/dataset.yaml")
 

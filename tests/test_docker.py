@@ -117,7 +117,7 @@ def test_mlflow_serves_postgres_with_proxied_artifacts_in_a_volume(compose, env_
 def test_mlflow_accepts_the_host_headers_of_workers_and_the_browser(compose, env_example):
     from mlflow.server.security_utils import is_allowed_host_header
 
-    from mbr_bench.benchmark.serve import split_hosts
+    from mbr_bench.tracking.serve import split_hosts
 
     argv = [interpolate(str(arg), env_example) for arg in compose["services"]["mlflow"]["command"]]
     allowed = list(split_hosts(build_parser().parse_args(argv).allowed_hosts))
@@ -295,7 +295,7 @@ def test_dockerignore_keeps_the_context_to_the_sources():
         assert pattern in patterns, f".dockerignore lacks {pattern}"
     sent = set(build.exclude_paths(str(REPO_ROOT), patterns))
     needed = {"pyproject.toml", "README.md", "docker/requirements.txt", "__init__.py", "benchmark/cli.py",
-              "benchmark/serve.py", "tracking/runs.py"}
+              "tracking/serve.py", "tracking/runs.py", "core/errors.py"}
     assert needed <= sent, f"the build context lacks {sorted(needed - sent)}"
     assert any(path.startswith("search_spaces/") and path.endswith(".yaml") for path in sent)
     leaked = [path for path in sent if path.split("/")[0] in (".venv", ".git", "mbr-work")

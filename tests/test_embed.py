@@ -10,7 +10,7 @@ import yaml
 from mbr_bench.benchmark.backbones import BACKBONES, build_backbone
 from mbr_bench.benchmark.cli import main
 from mbr_bench.benchmark.data.manifest import load_dataset
-from mbr_bench.benchmark.errors import DataError
+from mbr_bench.core.errors import DataError
 from mbr_bench.benchmark.features.cache import EmbeddingCache
 from mbr_bench.benchmark.features.embed import embed_dataset, load_embeddings
 

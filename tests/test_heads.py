@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 from mbr_bench.benchmark.features.sequences import sample_weights
 from mbr_bench.benchmark.heads import HEADS, Head
 

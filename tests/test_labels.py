@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbr_bench.benchmark.data.labels import bout_spans, label_names, read_labels
-from mbr_bench.benchmark.errors import DataError
+from mbr_bench.core.errors import DataError
 
 SCORER = "DLC_resnet50_testOct30shuffle1_1000"
 

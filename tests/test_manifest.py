@@ -6,7 +6,7 @@ import yaml
 from mbr_bench.benchmark.cli import main
 from mbr_bench.benchmark.data.check import check_dataset
 from mbr_bench.benchmark.data.manifest import load_dataset
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 
 
 def _edit(path, change):

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mbr_bench.benchmark.data.files import file_sha256
+from mbr_bench.core.hashing import file_sha256
 from mbr_bench.benchmark.data.pose import centre_track, clean_pose, read_pose
-from mbr_bench.benchmark.errors import DataError
+from mbr_bench.core.errors import DataError
 
 SCORER = "DLC_resnet50_testOct30shuffle1_1000"
 

@@ -8,7 +8,7 @@ import pytest
 from mbr_bench.benchmark.backbones.base import BACKBONES
 from mbr_bench.benchmark.backbones.pose import PoseFeatures
 from mbr_bench.benchmark.data.pose import Pose, read_pose
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 
 PARTS = (
     "snout", "leftear", "rightear", "midbody", "tailbase",

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.errors import ConfigError
+from mbr_bench.core.errors import ConfigError
 from mbr_bench.benchmark.postprocess import (
     PostProcess,
     choose_threshold,

@@ -21,7 +21,7 @@ from mbr_bench.benchmark.data.manifest import VideoEntry, load_dataset
 from mbr_bench.benchmark.data.pose import read_pose
 from mbr_bench.benchmark.data.synthetic import generate
 from mbr_bench.benchmark.data.video import probe_video
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from mbr_bench.core.errors import ConfigError, DataError
 from mbr_bench.benchmark.features.cache import EmbeddingCache
 from mbr_bench.benchmark.features.embed import embed_dataset, load_embeddings
 from mbr_bench.benchmark.features.sequences import sample_weights

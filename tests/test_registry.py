@@ -1,7 +1,7 @@
 import pytest
 
-from mbr_bench.benchmark.errors import DuplicateComponentError, MbrError, UnknownComponentError
-from mbr_bench.benchmark.registry import Registry
+from mbr_bench.core.errors import DuplicateComponentError, MbrError, UnknownComponentError
+from mbr_bench.core.registry import Registry
 
 
 def test_build_by_name_passes_params():

@@ -260,7 +260,7 @@ def test_report_file_names_are_safe(tmp_path):
 
 
 def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch, rows_by_behaviour):
-    from mbr_bench.benchmark.data import files as files_module
+    from mbr_bench.core import files as files_module
 
     path = tmp_path / "leaderboard.csv"
     path.write_text("old\n")

@@ -136,7 +136,7 @@ def test_builtin_default_builds_its_data_once_and_skips_a_cnn_without_weights(tm
     """`mbr-bench run --study X` with no --dataset, shrunk: offline, the CNN is skipped, not fatal."""
     from mbr_bench.benchmark import runner
     from mbr_bench.benchmark.backbones.keras_apps import KerasApplicationBackbone
-    from mbr_bench.benchmark.errors import WeightsError
+    from mbr_bench.core.errors import WeightsError
 
     monkeypatch.setattr(runner, "DEMO_VIDEOS", 4)
     monkeypatch.setattr(runner, "DEMO_FRAMES", 300)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from mbr_bench.benchmark.errors import ConfigError
+from mbr_bench.core.errors import ConfigError
 from mbr_bench.search_spaces.loader import (
     SearchSpace,
     default_space_path,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.errors import DataError
+from mbr_bench.core.errors import DataError
 from mbr_bench.benchmark.features.sequences import (
     class_weights,
     sample_weights,

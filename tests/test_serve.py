@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mbr_bench.benchmark import serve as serve_module
+from mbr_bench.tracking import serve as serve_module
 from mbr_bench.benchmark.cli import main
-from mbr_bench.benchmark.serve import (
+from mbr_bench.tracking.serve import (
     default_allowed_hosts,
     redact,
     resolve_options,

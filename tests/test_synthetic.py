@@ -20,7 +20,7 @@ from mbr_bench.benchmark.data.synthetic import (
     default_crop_size,
     generate,
 )
-from mbr_bench.benchmark.errors import ConfigError
+from mbr_bench.core.errors import ConfigError
 
 N_VIDEOS, N_FRAMES, N_TEST, SIZE, FPS = 6, 1500, 2, 256, 10
 STATES = ("walking", *BEHAVIOURS)  # walking = no behaviour label

@@ -15,15 +15,14 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score
 
-from mbr_bench.benchmark.errors import ConfigError
+from mbr_bench.core.errors import ConfigError
+from mbr_bench.core.process import process_alive, process_identity
 from mbr_bench.tracking.figures import confusion_counts, confusion_figure, pr_curve_figure, pr_curve_points
 from mbr_bench.tracking.provenance import (
     TAG_VALUE_LIMIT,
     git_commit,
     json_tag,
     peak_rss_mb,
-    process_alive,
-    process_identity,
     standard_tags,
 )
 from mbr_bench.tracking.queries import default_tracking_uri, pair_runs, sqlite_path, trial_runs, ui_command

@@ -11,7 +11,7 @@ import pytest
 
 from mbr_bench.benchmark.data import video
 from mbr_bench.benchmark.data.video import VideoInfo, count_frames, iter_frames, probe_video, read_frame
-from mbr_bench.benchmark.errors import DataError
+from mbr_bench.core.errors import DataError
 
 W, H, FPS = 128, 48, 25.0
 N_BITS = 8  # frame index written as 8 black/white blocks of 16 px: survives lossy codecs

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from mbr_bench.benchmark import workers
-from mbr_bench.benchmark.errors import ConfigError
+from mbr_bench.core.errors import ConfigError
 
 BUDGET = 4
 

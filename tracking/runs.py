@@ -36,9 +36,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-from mbr_bench.benchmark.data.files import exclusive_lock
-from mbr_bench.benchmark.errors import ConfigError
-from mbr_bench.tracking.figures import (
+from ..core.files import exclusive_lock
+from ..core.errors import ConfigError
+from .figures import (
     DEFAULT_THRESHOLD,
     binary_inputs,
     confusion_counts,
@@ -46,8 +46,9 @@ from mbr_bench.tracking.figures import (
     pr_curve_figure,
     pr_curve_points,
 )
-from mbr_bench.tracking.provenance import TAG_VALUE_LIMIT, process_alive, process_identity
-from mbr_bench.tracking.queries import (
+from ..core.process import process_alive, process_identity
+from .provenance import TAG_VALUE_LIMIT
+from .queries import (
     OUT_OF_FOLD_FILE,
     PARAMS_FILE,
     TAG_BACKBONE,

@@ -1,7 +1,7 @@
 """Backbones: frame -> embedding. Importing this package registers every built-in backbone."""
 
-from mbr_bench.benchmark.backbones import keras_apps, pose  # noqa: F401  (registration side effect)
-from mbr_bench.benchmark.backbones.base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
+from . import keras_apps, pose  # noqa: F401  (registration side effect)
+from .base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
 
 __all__ = ["BACKBONES", "Backbone", "ImageBackbone", "PoseBackbone"]
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mbr_bench.benchmark.registry import Registry
+from ...core.registry import Registry
 
 if TYPE_CHECKING:
-    from mbr_bench.benchmark.data.pose import Pose
+    from ..data.pose import Pose
 
 
 class Backbone(ABC):

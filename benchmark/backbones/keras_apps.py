@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mbr_bench.benchmark.backbones.base import BACKBONES, ImageBackbone
-from mbr_bench.benchmark.data.files import file_sha256
-from mbr_bench.benchmark.errors import ConfigError, WeightsError
+from .base import BACKBONES, ImageBackbone
+from ...core.hashing import file_sha256
+from ...core.errors import ConfigError, WeightsError
 
 
 def keras_models_dir() -> Path:
@@ -84,7 +84,7 @@ class KerasApplicationBackbone(ImageBackbone):
         """Create the Keras model once (downloads ImageNet weights on first use)."""
         if self._model is not None:
             return self._model
-        from mbr_bench.benchmark.tf_runtime import import_tensorflow
+        from ..tf_runtime import import_tensorflow
 
         tf = import_tensorflow()
         import keras

@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mbr_bench.benchmark.backbones.base import BACKBONES, PoseBackbone
-from mbr_bench.benchmark.data.pose import Pose, clean_pose, require_parts, require_tracked
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from .base import BACKBONES, PoseBackbone
+from ..data.pose import Pose, clean_pose, require_parts, require_tracked
+from ...core.errors import ConfigError, DataError
 
 FEATURES_VERSION = "pose-features-v1"  # bump whenever a feature's definition changes
 CLIP = 10.0

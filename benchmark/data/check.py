@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mbr_bench.benchmark.data.labels import bout_spans, label_names, read_labels
-from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
-from mbr_bench.benchmark.data.pose import centre_track, read_pose
-from mbr_bench.benchmark.data.video import count_frames, probe_video
-from mbr_bench.benchmark.errors import DataError
+from .labels import bout_spans, label_names, read_labels
+from .manifest import Dataset, VideoEntry
+from .pose import centre_track, read_pose
+from .video import count_frames, probe_video
+from ...core.errors import DataError
 
 
 @dataclass(frozen=True)

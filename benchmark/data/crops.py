@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mbr_bench.benchmark.data.video import count_frames, iter_frames, probe_video
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from .video import count_frames, iter_frames, probe_video
+from ...core.errors import ConfigError, DataError
 
 CROP_MODES = ("pose", "tracker", "full")
 MIN_CROP_SIZE = 8

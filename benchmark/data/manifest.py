@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from mbr_bench.benchmark.data.crops import CropSettings
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from .crops import CropSettings
+from ...core.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
 _TOP_KEYS = {"name", "behaviours", "behaviors", "crop", "pose", "videos", "synthetic"}

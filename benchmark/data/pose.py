@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from ...core.errors import ConfigError, DataError
 
 POSE_COORDS = ("x", "y", "likelihood")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mbr_bench.benchmark.data.files import atomic_output
-from mbr_bench.benchmark.errors import ConfigError, DataError
+from ...core.files import atomic_output
+from ...core.errors import ConfigError, DataError
 
 __all__ = [
     "BEHAVIOURS",

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mbr_bench.benchmark.errors import DataError
+from ...core.errors import DataError
 
 REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i in.avi -c:v libx264 -pix_fmt yuv420p out.mp4`"
 

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.data.files import file_sha256, write_atomic
-from mbr_bench.benchmark.errors import CacheError
+from ...core.files import write_atomic
+from ...core.hashing import file_sha256
+from ...core.errors import CacheError
 
 # Bump when decoding, cropping or feature code changes what an embedding holds.
 CODE_VERSION = "1"

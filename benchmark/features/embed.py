@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.backbones.base import Backbone, ImageBackbone, PoseBackbone
-from mbr_bench.benchmark.data.crops import CropSettings, iter_crops, track_centroids
-from mbr_bench.benchmark.data.manifest import Dataset, VideoEntry
-from mbr_bench.benchmark.data.files import file_sha256
-from mbr_bench.benchmark.data.pose import centre_track, read_pose
-from mbr_bench.benchmark.data.video import probe_video
-from mbr_bench.benchmark.errors import DataError
-from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
+from ..backbones.base import Backbone, ImageBackbone, PoseBackbone
+from ..data.crops import CropSettings, iter_crops, track_centroids
+from ..data.manifest import Dataset, VideoEntry
+from ...core.hashing import content_hash
+from ..data.pose import centre_track, read_pose
+from ..data.video import probe_video
+from ...core.errors import DataError
+from .cache import CacheKey, EmbeddingCache
 
 _PREFETCH_BATCHES = 3  # enough to hide decode jitter; each batch is ~5 MB at 224 px x 32
 
@@ -46,17 +46,6 @@ class EmbedResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-_hash_memo: dict[tuple[str, int, int], str] = {}
-
-
-def content_hash(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) within this process."""
-    stat = path.stat()
-    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _hash_memo:
-        _hash_memo[memo_key] = file_sha256(path)
-    return _hash_memo[memo_key]
 
 
 def video_fps(entry: VideoEntry) -> float:

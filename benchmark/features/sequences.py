@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mbr_bench.benchmark.errors import DataError
+from ...core.errors import DataError
 
 
 def _binary_labels(labels: np.ndarray, index: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 TensorFlow is not imported here; it loads when a head builds or fits its model.
 """
 
-from mbr_bench.benchmark.heads import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
-from mbr_bench.benchmark.heads.base import HEADS, Head, load_head
+from . import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
+from .base import HEADS, Head, load_head
 
 __all__ = ["HEADS", "Head", "load_head"]

@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mbr_bench.benchmark.errors import ConfigError, DataError
-from mbr_bench.benchmark.features.sequences import stitch, training_windows, window_starts
-from mbr_bench.benchmark.registry import Registry
+from ...core.errors import ConfigError, DataError
+from ..features.sequences import stitch, training_windows, window_starts
+from ...core.registry import Registry
 
 # Windows per forward pass when predicting: bounds memory on long videos; the batch dimension of the
 # compiled forward pass is dynamic, so a smaller last chunk does not retrace.
@@ -355,7 +355,7 @@ def check_choice(head: Head, name: str, allowed: Collection[Any]) -> None:
 
 def import_keras() -> ModuleType:
     """`import keras`, after TensorFlow has started quietly (`tf_runtime.import_tensorflow`)."""
-    from mbr_bench.benchmark.tf_runtime import import_tensorflow
+    from ..tf_runtime import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbr_bench.benchmark.heads.base import HEADS, Head, check_int, import_keras
+from .base import HEADS, Head, check_int, import_keras
 
 
 @HEADS.register("frame_mlp")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mbr_bench.benchmark.errors import ConfigError
-from mbr_bench.benchmark.heads.base import HEADS, Head, check_choice, check_float, check_int, import_keras
+from ...core.errors import ConfigError
+from .base import HEADS, Head, check_choice, check_float, check_int, import_keras
 
 NORMS = ("batch", "layer", "weight", "none")
 
@@ -80,7 +80,7 @@ class TCNHead(Head):
     def build_model(self, input_dim: int) -> Any:
         keras = import_keras()
         if self.norm == "weight":
-            from mbr_bench.benchmark.heads.tcn_weight_norm import WeightNormTCN as tcn_layer
+            from .tcn_weight_norm import WeightNormTCN as tcn_layer
         else:
             from tcn import TCN as tcn_layer
 

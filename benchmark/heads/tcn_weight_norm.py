@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbr_bench.benchmark.tf_runtime import import_tensorflow
+from ..tf_runtime import import_tensorflow
 
 import_tensorflow()
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbr_bench.benchmark.errors import ConfigError, MbrError
-from mbr_bench.benchmark.progress import SearchProgress
-from mbr_bench.benchmark.results.refit import NoResult, RefitSettings, best_trial, find_refit
-from mbr_bench.benchmark.results.types import PairResult, VideoPrediction, sort_rows
+from ...core.errors import ConfigError, MbrError
+from ..progress import SearchProgress
+from .refit import NoResult, RefitSettings, best_trial, find_refit
+from .types import PairResult, VideoPrediction, sort_rows
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Leaderboard:
 
 def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
     """The behaviours with a search in the store: `study` itself, or all of them for "all"."""
-    from mbr_bench.tracking.queries import EXPERIMENT_PREFIX, experiment_name, pair_runs
+    from ...tracking.queries import EXPERIMENT_PREFIX, experiment_name, pair_runs
 
     if study != "all":
         if not pair_runs(client, study):
@@ -64,10 +64,10 @@ def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
 
 
 def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
-    from mbr_bench.benchmark.features.cache import EmbeddingCache, default_cache_dir
-    from mbr_bench.benchmark.results.report import write_report
-    from mbr_bench.tracking.queries import default_tracking_uri, pair_runs
-    from mbr_bench.tracking.runs import Tracker
+    from ..features.cache import EmbeddingCache, default_cache_dir
+    from .report import write_report
+    from ...tracking.queries import default_tracking_uri, pair_runs
+    from ...tracking.runs import Tracker
 
     progress = SearchProgress(enabled=options.progress)
     uri = options.tracking_uri or default_tracking_uri(options.workdir)
@@ -93,8 +93,8 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
 
 def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: Any,
                  progress: SearchProgress) -> PairResult:
-    from mbr_bench.benchmark.results.refit import refit_pair
-    from mbr_bench.tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD, TAG_STATE, trial_runs
+    from .refit import refit_pair
+    from ...tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD, TAG_STATE, trial_runs
 
     tags = pair.data.tags
     row = PairResult(tags[TAG_BEHAVIOUR], tags[TAG_BACKBONE], tags[TAG_HEAD])
@@ -139,7 +139,7 @@ def _fill_search(row: PairResult, best: Any) -> None:
 
 
 def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
-    from mbr_bench.benchmark.results.refit import TAG_RULE, TEST_VIDEOS, load_test_predictions
+    from .refit import TAG_RULE, TEST_VIDEOS, load_test_predictions
 
     metrics = refit.data.metrics
     row.refit_run_id = refit.info.run_id
@@ -187,7 +187,7 @@ def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: Se
     """Make each behaviour's best-CV refit the newest version of ``mbr-bench.<behaviour>``."""
     from mlflow.exceptions import MlflowException
 
-    from mbr_bench.benchmark.bundle import MODEL_ARTIFACT, registered_model_name
+    from ..bundle import MODEL_ARTIFACT, registered_model_name
 
     client = tracker.client
     registered = {}

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from mbr_bench.benchmark.results.types import PairResult, VideoPrediction, sort_rows
+from .types import PairResult, VideoPrediction, sort_rows
 
 log = logging.getLogger(__name__)
 

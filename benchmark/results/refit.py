@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from mbr_bench.benchmark.errors import DataError
-from mbr_bench.benchmark.progress import SearchProgress
-from mbr_bench.benchmark.runner import dataset_hash
+from ...core.errors import DataError
+from ..progress import SearchProgress
+from ..runner import dataset_hash
 
 REFIT_VERSION = "1"  # bump when a change here makes earlier refits stale
 TAG_REFIT_VERSION = "mbr.refit_version"
@@ -50,7 +50,7 @@ class RefitSettings:
 
 def best_trial(client: Any, pair_run: Any) -> Any:
     """The complete trial run with the highest CV PR-AUC (the earliest on ties); NoResult if none."""
-    from mbr_bench.tracking.queries import TAG_STATE, TAG_TRIAL, trial_runs
+    from ...tracking.queries import TAG_STATE, TAG_TRIAL, trial_runs
 
     trials = trial_runs(client, pair_run.info.run_id)
     complete = [t for t in trials if t.data.tags.get(TAG_STATE) == "complete"
@@ -68,7 +68,7 @@ def best_trial(client: Any, pair_run: Any) -> Any:
 
 def search_cpu_seconds(client: Any, pair_run: Any) -> float:
     """CPU seconds of every trial of the pair's search (wall training seconds where CPU was not logged)."""
-    from mbr_bench.tracking.queries import trial_runs
+    from ...tracking.queries import trial_runs
 
     total = 0.0
     for trial in trial_runs(client, pair_run.info.run_id):
@@ -90,9 +90,9 @@ def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_h
     With `test_hash`, only one scored on that same test set (edited test labels mean new scores);
     with `seed`, only one trained with that seed.
     """
-    from mbr_bench.tracking.queries import TAG_TEST_HASH
+    from ...tracking.queries import TAG_TEST_HASH
 
-    from mbr_bench.tracking.queries import TAG_KIND, TAG_PARENT, TAG_SOURCE_RUN, quote_filter_value, search_all
+    from ...tracking.queries import TAG_KIND, TAG_PARENT, TAG_SOURCE_RUN, quote_filter_value, search_all
 
     runs = search_all(
         client, [pair_run.info.experiment_id],
@@ -114,8 +114,8 @@ def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_h
 def score_test_set(y: list[np.ndarray], proba: list[np.ndarray], labels: list[np.ndarray], threshold: float,
                  fps: float) -> dict[str, float]:
     """Pooled frame metrics of `labels` (PR-AUC from `proba`) and bout metrics, over test videos."""
-    from mbr_bench.benchmark.bouts import bout_metrics
-    from mbr_bench.benchmark.metrics import frame_metrics
+    from ..bouts import bout_metrics
+    from ..metrics import frame_metrics
 
     y_all = np.concatenate(y)
     metrics = frame_metrics(y_all, np.concatenate(labels).astype(float), threshold=0.5)
@@ -130,7 +130,7 @@ def score_test_set(y: list[np.ndarray], proba: list[np.ndarray], labels: list[np
 def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
                progress: SearchProgress | None = None) -> Any:
     """The refit run of a pair (reused when current, else trained now). NoResult without a result."""
-    from mbr_bench.tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD
+    from ...tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD
 
     progress = progress or SearchProgress(enabled=False)
     client = tracker.client
@@ -149,8 +149,8 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
 
 
 def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Any:
-    from mbr_bench.benchmark.data.manifest import load_dataset
-    from mbr_bench.tracking.queries import TAG_DATASET, TAG_TRAIN_HASH
+    from ..data.manifest import load_dataset
+    from ...tracking.queries import TAG_DATASET, TAG_TRAIN_HASH
 
     recorded = pair_run.data.tags.get(TAG_DATASET)
     path = settings.dataset or (Path(recorded) if recorded else None)
@@ -169,14 +169,14 @@ def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Any:
 
 def _refit(tracker: Any, pair_run: Any, best: Any, dataset: Any, test_hash: str, settings: RefitSettings,
            cache: Any, progress: SearchProgress) -> str:
-    from mbr_bench.benchmark.backbones import build_backbone
-    from mbr_bench.benchmark.bundle import MODEL_ARTIFACT, ModelBundle
-    from mbr_bench.benchmark.data.labels import read_labels
-    from mbr_bench.benchmark.features.embed import embed_dataset, video_fps
-    from mbr_bench.benchmark.features.sequences import sample_weights
-    from mbr_bench.benchmark.heads import HEADS
-    from mbr_bench.benchmark.postprocess import choose_threshold, tune_postprocess
-    from mbr_bench.tracking.queries import (
+    from ..backbones import build_backbone
+    from ..bundle import MODEL_ARTIFACT, ModelBundle
+    from ..data.labels import read_labels
+    from ..features.embed import embed_dataset, video_fps
+    from ..features.sequences import sample_weights
+    from ..heads import HEADS
+    from ..postprocess import choose_threshold, tune_postprocess
+    from ...tracking.queries import (
         TAG_BACKBONE,
         TAG_BATCH_SIZE,
         TAG_BEHAVIOUR,

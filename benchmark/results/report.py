@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mbr_bench.benchmark.data.files import write_atomic
-from mbr_bench.benchmark.results.plots import behaviour_figures
-from mbr_bench.benchmark.results.types import PairResult, sort_rows
-from mbr_bench.benchmark.table import format_table
+from ...core.files import write_atomic
+from .plots import behaviour_figures
+from .types import PairResult, sort_rows
+from ..table import format_table
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "behaviour",

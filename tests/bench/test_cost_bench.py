@@ -22,7 +22,7 @@ import numpy as np
 
 from mbr_bench.benchmark.backbones import BACKBONES
 from mbr_bench.benchmark.data.manifest import load_dataset
-from mbr_bench.benchmark.features import embed as embed_module
+from mbr_bench.core import hashing as hashing_module
 from mbr_bench.benchmark.features.cache import EmbeddingCache
 from mbr_bench.benchmark.features.embed import embed_video
 from mbr_bench.benchmark.features.sequences import sample_weights
@@ -78,7 +78,7 @@ def _embedding(dataset, name: str, tmp_path: Path) -> dict:
     backbone.build()
     size = backbone.input_size
     backbone.embed_images(np.zeros((EMBED_BATCH, size, size, 3), np.uint8))  # trace outside timing
-    embed_module._hash_memo.clear()  # a fresh cache in a fresh process hashes the video too
+    hashing_module._hash_memo.clear()  # a fresh cache in a fresh process hashes the video too
     cache = EmbeddingCache(tmp_path / f"cache_{name}")
     started = time.perf_counter()
     result = embed_video(dataset, dataset.videos[0], backbone, cache, batch_size=EMBED_BATCH, progress=False)

@@ -15,7 +15,7 @@ from mbr_bench.benchmark.backbones import BACKBONES
 from mbr_bench.benchmark.data.crops import iter_crops
 from mbr_bench.benchmark.data.manifest import load_dataset
 from mbr_bench.benchmark.features import cache as cache_module
-from mbr_bench.benchmark.features import embed as embed_module
+from mbr_bench.core import hashing as hashing_module
 from mbr_bench.benchmark.features.cache import EmbeddingCache
 from mbr_bench.benchmark.features.embed import embed_video
 
@@ -75,7 +75,7 @@ def test_pipeline_throughput_vs_bare_predict(benchmark, bench_dataset, tmp_path,
     def setup():
         # Interleaved: a bare pass right before each pipeline pass, so both see the same machine load.
         bare_seconds.append(_bare_pass(backbone, batches))
-        embed_module._hash_memo.clear()  # a fresh cache in a fresh process hashes the video too
+        hashing_module._hash_memo.clear()  # a fresh cache in a fresh process hashes the video too
         cache = EmbeddingCache(tmp_path / f"cache{next(counter)}")
         return (cache,), {}
 
@@ -119,7 +119,7 @@ def test_cache_hit_cost(benchmark, bench_dataset, tmp_path):
     backbone.embed_images(np.zeros((BATCH, backbone.input_size, backbone.input_size, 3), np.uint8))
     cache = EmbeddingCache(tmp_path / "cache")
 
-    embed_module._hash_memo.clear()
+    hashing_module._hash_memo.clear()
     started = time.perf_counter()
     first = embed_video(dataset, entry, backbone, cache, batch_size=BATCH, progress=False)
     first_seconds = time.perf_counter() - started
@@ -139,7 +139,7 @@ def test_cache_hit_cost(benchmark, bench_dataset, tmp_path):
     # The same hit in a new process: neither the video's sha256 nor the entry's checksum is memoised.
     cold: list[float] = []
     for _ in range(3):
-        embed_module._hash_memo.clear()
+        hashing_module._hash_memo.clear()
         cache_module._verified.clear()
         started = time.perf_counter()
         again = embed_video(dataset, entry, backbone, cache, batch_size=BATCH, progress=False)

@@ -1,23 +1,13 @@
-"""File identity and safe writing: content hashes for cache keys, weights ids and checksums, and
-writes that never leave a half-written file under its final name."""
+"""Safe writing and locking: writes that never leave a half-written file under its final name, and
+locks between processes that die with their holder."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (cache keys follow file content)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager

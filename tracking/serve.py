@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mbr_bench.benchmark.errors import ConfigError, MbrError
+from ..core.errors import ConfigError, MbrError
 
 # Stores the MLflow server can keep runs in, as SQLAlchemy backend names.
 BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -146,7 +146,7 @@ def check_backend_store_uri(uri: str) -> None:
         raise ConfigError(f"--backend-store-uri {shown}: the {backend} driver {module!r} is not installed; "
                           f"pip install {package}") from None
     if backend == "sqlite":
-        from mbr_bench.tracking.queries import sqlite_path
+        from .queries import sqlite_path
 
         database = sqlite_path(uri)
         if database is not None:
@@ -263,7 +263,7 @@ def resolve_options(
     database (where `Tracker` puts them when it writes to that store directly) or else in
     WORKDIR/mlartifacts.
     """
-    from mbr_bench.tracking.queries import default_artifact_root, default_tracking_uri
+    from .queries import default_artifact_root, default_tracking_uri
 
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")

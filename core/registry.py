@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from mbr_bench.benchmark.errors import DuplicateComponentError, UnknownComponentError
+from .errors import DuplicateComponentError, UnknownComponentError
 
 T = TypeVar("T")
 
