@@ -86,10 +86,10 @@ class ModelBundle:
 
     def needs_pose(self) -> bool:
         """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
-        from .backbones import BACKBONES, PoseBackbone
+        from .backbones import BACKBONES
 
-        factory = BACKBONES.get(self.backbone)
-        return self.crop.mode == "pose" or (isinstance(factory, type) and issubclass(factory, PoseBackbone))
+        pose_features = BACKBONES.kind_of(self.backbone) == "pose"  # UnknownComponentError if unknown
+        return self.crop.mode == "pose" or pose_features
 
     def embedding_key(self) -> str:
         """Models with equal keys share one embedding of a video."""

@@ -229,13 +229,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ backbones
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from .backbones import BACKBONES, ImageBackbone
+    from .backbones import BACKBONES
     from .table import format_table
 
     rows = []
     for name in BACKBONES.list():
         factory = BACKBONES.get(name)
-        if isinstance(factory, type) and issubclass(factory, ImageBackbone):
+        if BACKBONES.kind_of(name) == "image":
             rows.append([name, "image", f"{factory.default_input_size}px", factory.output_dim, factory.preprocessing])
         else:
             rows.append([name, "pose", "pose file", "by body parts", "engineered pose features"])
@@ -244,22 +244,62 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mbr-bench",
-        description="Benchmark mouse behaviour recognition models (backbone x temporal head) on annotated videos.",
-    )
-    parser.add_argument("--version", action="version", version=f"mbr-bench {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# Options several subcommands share are declared once, in parent parsers (argparse `parents=`);
+# where subcommands word an option's help differently, the parent takes that wording.
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
 
-    synth = commands.add_parser("synth", help="write the built-in synthetic open-field dataset")
+
+def _workdir_option(what: str = "work directory") -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--workdir", help=f"{what} (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+    return parent
+
+
+def _tracking_uri_option() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+    return parent
+
+
+def _batch_size_option(what: str = "embedding batch size") -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--batch-size", type=int, default=32, help=f"{what} (default: 32)")
+    return parent
+
+
+def _no_progress_option(what: str) -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--no-progress", action="store_true", help=f"no {what}")
+    return parent
+
+
+def _seed_option(what: str) -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--seed", type=int, default=0, help=f"{what} (default: 0)")
+    return parent
+
+
+def _port_option() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    return parent
+
+
+Commands = argparse._SubParsersAction  # what `add_subparsers` returns
+
+
+def _add_synth(commands: Commands) -> None:
+    synth = commands.add_parser("synth", help="write the built-in synthetic open-field dataset",
+                                parents=[_seed_option("random seed")])
     synth.add_argument("out", type=Path, help="output folder (gets videos/, poses/, labels/, dataset.yaml)")
     synth.add_argument("--videos", type=int, default=6, help="number of videos (default: 6)")
     synth.add_argument("--frames", type=int, default=1500, help="frames per video at 10 fps (default: 1500)")
     synth.add_argument("--test", type=int, default=2, help="videos held out as the test split (default: 2)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.set_defaults(func=cmd_synth)
 
+
+def _add_dataset(commands: Commands) -> None:
     dataset = commands.add_parser("dataset", help="inspect a dataset manifest")
     dataset_commands = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     check = dataset_commands.add_parser("check", help="read every file of a dataset.yaml and report per video")
@@ -267,23 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_dataset_check)
 
-    embed = commands.add_parser("embed", help="compute (or reuse) per-frame embeddings for a dataset")
+
+def _add_embed(commands: Commands) -> None:
+    embed = commands.add_parser(
+        "embed", help="compute (or reuse) per-frame embeddings for a dataset",
+        parents=[_workdir_option(), _batch_size_option("frames per forward pass"), _no_progress_option("progress bar")])
     embed.add_argument("--dataset", required=True, type=Path, help="dataset.yaml")
     embed.add_argument("--backbone", required=True, nargs="+", metavar="NAME",
                        help="one or more backbones (see `mbr-bench backbones`)")
     embed.add_argument("--weights", default=None,
                        help="imagenet (default for CNNs; Keras downloads once), none, or a weights file path")
-    embed.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default: 32)")
     embed.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids")
     embed.add_argument("--crop-mode", choices=["pose", "tracker", "full"], help="override crop.mode of the manifest")
     embed.add_argument("--crop-size", type=int, help="override crop.size (pixels) of the manifest")
-    embed.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
     embed.add_argument("--cache-dir", help="embedding cache (default: WORKDIR/cache)")
     embed.add_argument("--json", action="store_true", help="print the per-video summary as JSON")
-    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed.set_defaults(func=cmd_embed)
 
-    run = commands.add_parser("run", help="search every backbone x head pair for a behaviour (Optuna + MLflow)")
+
+def _add_run(commands: Commands) -> None:
+    run = commands.add_parser(
+        "run", help="search every backbone x head pair for a behaviour (Optuna + MLflow)",
+        parents=[_workdir_option(), _tracking_uri_option(), _seed_option("sampler and training seed"),
+                 _batch_size_option(), _no_progress_option("progress lines")])
     run.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a behaviour of the dataset, or all")
     run.add_argument("--dataset", type=Path,
                      help="dataset.yaml (default: the built-in synthetic open field, written once to WORKDIR)")
@@ -297,12 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
     run.add_argument("--search-space", type=Path, metavar="FILE",
                      help="YAML search space overriding the packaged one (keys = head parameters)")
-    run.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
     run.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
-    run.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
-    run.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
     run.add_argument("--cache-dir", type=Path,
                      help="embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)")
     run.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, metavar="SECONDS",
@@ -310,14 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default: {HEARTBEAT_SECONDS})")
     run.add_argument("--allow-empty-folds", action="store_true",
                      help="leave out (with a warning) folds whose video lacks the behaviour, instead of stopping")
-    run.add_argument("--no-progress", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 
+
+def _add_leaderboard(commands: Commands) -> None:
     board = commands.add_parser(
-        "leaderboard", help="refit each pair's best trial, test it once, and compare all pairs (table, CSV, HTML)")
+        "leaderboard", help="refit each pair's best trial, test it once, and compare all pairs (table, CSV, HTML)",
+        parents=[_workdir_option(), _tracking_uri_option(), _seed_option("refit training seed"),
+                 _no_progress_option("progress lines")])
     board.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a searched behaviour, or all")
-    board.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
-    board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
     board.add_argument("--dataset", type=Path,
                        help="dataset.yaml, if it moved since the search (default: the one the search recorded)")
     board.add_argument("--out", type=Path, help="folder for leaderboard.{csv,md,html} and PNGs (default: "
@@ -325,14 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--threshold", default="max_f1", metavar="RULE",
                        help="how the decision threshold is chosen on the CV folds: max_f1 (default) or "
                             "recall:0.9 (the highest threshold reaching that recall)")
-    board.add_argument("--seed", type=int, default=0, help="refit training seed (default: 0)")
     board.add_argument("--no-refit", action="store_true", help="show existing refits only, train nothing")
     board.add_argument("--no-register", action="store_true",
                        help="do not register the best model per behaviour in the MLflow model registry")
-    board.add_argument("--no-progress", action="store_true", help="no progress lines")
     board.set_defaults(func=cmd_leaderboard)
 
-    predict = commands.add_parser("predict", help="label new videos with trained models (one CSV per video)")
+
+def _add_predict(commands: Commands) -> None:
+    predict = commands.add_parser(
+        "predict", help="label new videos with trained models (one CSV per video)",
+        parents=[_workdir_option("work directory: embedding cache, downloaded models"), _tracking_uri_option(),
+                 _batch_size_option(), _no_progress_option("progress bar")])
     predict.add_argument("videos", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER", help="video files or folders")
     predict.add_argument("--model", required=True, action="append", metavar="MODEL",
                          help="a refit run id, a registered model name (mbr-bench.BEHAVIOUR[/VERSION]) or a model "
@@ -343,23 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for the CSVs (default: ./predictions)")
     predict.add_argument("--exclusive", action="store_true",
                          help="at most one behaviour per frame (the most probable of those detected)")
-    predict.add_argument("--workdir", help=f"work directory: embedding cache, downloaded models (default: "
-                         f"$MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
-    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
-    predict.add_argument("--batch-size", type=int, default=32, help="embedding batch size (default: 32)")
-    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the work directory's store (127.0.0.1)")
-    ui.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
-    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)")
+
+def _add_ui(commands: Commands) -> None:
+    ui = commands.add_parser("ui", help="start the MLflow UI on the work directory's store (127.0.0.1)",
+                             parents=[_workdir_option(), _tracking_uri_option(), _port_option()])
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.set_defaults(func=cmd_ui)
 
+
+def _add_serve(commands: Commands) -> None:
     serve = commands.add_parser(
-        "serve", help="run an MLflow tracking server for a team's workers (proxied artifacts; 127.0.0.1 by default)")
-    serve.add_argument("--workdir", help=f"work directory (default: $MBR_BENCH_WORKDIR or ./{DEFAULT_WORKDIR})")
+        "serve", help="run an MLflow tracking server for a team's workers (proxied artifacts; 127.0.0.1 by default)",
+        parents=[_workdir_option(), _port_option()])
     serve.add_argument("--backend-store-uri", metavar="URI",
                        help="where runs are kept: sqlite:////abs/mlflow.db (one machine) or postgresql://"
                             "user:password@host:5432/mlflow (a team) (default: sqlite:///WORKDIR/mlflow.db)")
@@ -369,7 +412,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="bind address (default: 127.0.0.1, this machine only; 0.0.0.0: every interface, "
                             "no authentication)")
-    serve.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     serve.add_argument("--workers", type=int, help="server worker processes (default: MLflow's, 4)")
     serve.add_argument("--allowed-hosts", nargs="+", metavar="HOST",
                        help="Host headers the server accepts, e.g. mlflow:5000 'gpu-box:*' (comma-separated or "
@@ -377,8 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "--host is not loopback)")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_backbones(commands: Commands) -> None:
     backbones = commands.add_parser("backbones", help="list registered backbones")
     backbones.set_defaults(func=cmd_backbones)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbr-bench",
+        description="Benchmark mouse behaviour recognition models (backbone x temporal head) on annotated videos.",
+    )
+    parser.add_argument("--version", action="version", version=f"mbr-bench {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in (_add_synth, _add_dataset, _add_embed, _add_run, _add_leaderboard, _add_predict, _add_ui,
+                        _add_serve, _add_backbones):
+        add_command(commands)
     return parser
 
 

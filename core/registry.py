@@ -11,22 +11,29 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A name -> factory table for one kind of component (backbone, head, ...)."""
+    """A name -> factory table for one sort of component ("backbone", "head", ...).
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    The registered name is the component's only spelling: a registered class gets it as its
+    `name` class attribute. A class may also declare a `kind` class attribute (e.g. "image" or
+    "pose" for backbones), which `kind_of` answers without the caller importing the class.
+    """
+
+    def __init__(self, component: str) -> None:
+        self.component = component
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Class or function decorator: `@BACKBONES.register("resnet50v2")`."""
+        """Class or function decorator: `@BACKBONES.register("resnet50v2")`; sets a class's `name`."""
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
                 holder = self._factories[name]
                 raise DuplicateComponentError(
-                    f"{self.kind} '{name}' is already registered by "
+                    f"{self.component} '{name}' is already registered by "
                     f"{holder.__module__}.{holder.__qualname__}; choose another name"
                 )
+            if isinstance(factory, type):
+                factory.name = name  # type: ignore[attr-defined]
             self._factories[name] = factory
             return factory
 
@@ -38,8 +45,12 @@ class Registry(Generic[T]):
             return self._factories[name]
         except KeyError:
             raise UnknownComponentError(
-                f"unknown {self.kind} '{name}'; known: {', '.join(self.list())}"
+                f"unknown {self.component} '{name}'; known: {', '.join(self.list())}"
             ) from None
+
+    def kind_of(self, name: str) -> str | None:
+        """The `kind` class attribute of the component registered under `name` (None if it declares none)."""
+        return getattr(self.get(name), "kind", None)
 
     def build(self, name: str, **params: Any) -> T:
         """Construct the component registered under `name` with keyword params."""

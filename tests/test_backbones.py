@@ -13,9 +13,8 @@ REFERENCE_DIMS = {"resnet50v2": 2048, "inception_resnet_v2": 1536, "mobilenet_v2
 
 
 def _tiny(name):
-    factory = BACKBONES.get(name)
-    if issubclass(factory, ImageBackbone):
-        return BACKBONES.build(name, weights="none", input_size=factory.min_input_size)
+    if BACKBONES.kind_of(name) == "image":
+        return BACKBONES.build(name, weights="none", input_size=BACKBONES.get(name).min_input_size)
     return BACKBONES.build(name, centre=("midbody",), heading=("tailbase", "snout"))
 
 
@@ -34,6 +33,8 @@ def _pose(n_frames=30, seed=0):
 def test_backbone_contract(name):
     backbone = _tiny(name)
     assert backbone.name == name
+    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "pose")
+    assert isinstance(backbone, {"image": ImageBackbone, "pose": PoseBackbone}[backbone.kind])
     assert isinstance(backbone.weights_id, str) and backbone.weights_id
     description = backbone.describe()
     assert description["backbone"] == name and description["weights"] == backbone.weights_id

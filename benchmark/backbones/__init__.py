@@ -9,14 +9,11 @@ __all__ = ["BACKBONES", "Backbone", "ImageBackbone", "PoseBackbone"]
 def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201
     """Build a registered backbone, taking pose settings (centre, heading) from `dataset` if given."""
     factory = BACKBONES.get(name)
-    if isinstance(factory, type) and issubclass(factory, PoseBackbone):
-        if dataset is not None:
-            params.setdefault("centre", dataset.crop.centre)
-            params.setdefault("heading", dataset.heading)
-            params.setdefault("min_likelihood", dataset.crop.min_likelihood)
-        if weights is not None:
-            params["weights"] = weights
-    elif weights is not None:
+    if dataset is not None and BACKBONES.kind_of(name) == "pose":
+        params.setdefault("centre", dataset.crop.centre)
+        params.setdefault("heading", dataset.heading)
+        params.setdefault("min_likelihood", dataset.crop.min_likelihood)
+    if weights is not None:
         params["weights"] = weights
     return factory(**params)
 

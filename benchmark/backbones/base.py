@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 class Backbone(ABC):
     """Common part: a registry name, an output size and an identity for the cache key."""
 
-    name: ClassVar[str]
-    kind: ClassVar[str]  # "image" or "pose"
+    name: ClassVar[str]  # set by BACKBONES.register
+    kind: ClassVar[str]  # "image" or "pose"; BACKBONES.kind_of(name) reads it
 
     @property
     @abstractmethod

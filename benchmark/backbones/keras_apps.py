@@ -142,7 +142,6 @@ class KerasApplicationBackbone(ImageBackbone):
 
 @BACKBONES.register("resnet50v2")
 class ResNet50V2(KerasApplicationBackbone):
-    name = "resnet50v2"
     application = "ResNet50V2"
     preprocess_module = "resnet_v2"
     preprocessing = "scale to [-1, 1] (x / 127.5 - 1)"
@@ -153,7 +152,6 @@ class ResNet50V2(KerasApplicationBackbone):
 
 @BACKBONES.register("inception_resnet_v2")
 class InceptionResNetV2(KerasApplicationBackbone):
-    name = "inception_resnet_v2"
     application = "InceptionResNetV2"
     preprocess_module = "inception_resnet_v2"
     preprocessing = "scale to [-1, 1] (x / 127.5 - 1)"
@@ -164,7 +162,6 @@ class InceptionResNetV2(KerasApplicationBackbone):
 
 @BACKBONES.register("mobilenet_v2")
 class MobileNetV2(KerasApplicationBackbone):
-    name = "mobilenet_v2"
     application = "MobileNetV2"
     preprocess_module = "mobilenet_v2"
     preprocessing = "scale to [-1, 1] (x / 127.5 - 1)"

@@ -21,7 +21,7 @@ Everything is clipped to +-CLIP so that one bad frame cannot dominate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +69,6 @@ def _segments(bodyparts: Sequence[str], heading: tuple[str, str]) -> list[tuple[
 @BACKBONES.register("pose")
 class PoseFeatures(PoseBackbone):
     """Engineered pose features (see the module docstring); no weights, no TensorFlow."""
-
-    name: ClassVar[str] = "pose"
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ class Head(ABC):
         **architecture: not accepted here; subclasses declare their architecture keywords.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # set by HEADS.register
 
     def __init__(
         self,

@@ -22,8 +22,6 @@ class FrameMLPHead(Head):
             (see `Head`).
     """
 
-    name = "frame_mlp"
-
     def __init__(self, *, n_layers: int = 1, units: int = 128, **common: Any) -> None:
         super().__init__(**common)
         self.n_layers = n_layers

@@ -21,8 +21,6 @@ class LSTMHead(Head):
     The reference's best LSTM (Table 4.1) is sequence_length=300, n_layers=3, units=64, batch_size=8.
     """
 
-    name = "lstm"
-
     def __init__(self, *, n_layers: int = 1, units: int = 64, **common: Any) -> None:
         super().__init__(**common)
         self.n_layers = n_layers

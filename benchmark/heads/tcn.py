@@ -34,8 +34,6 @@ class TCNHead(Head):
     kernel_size=3, norm="batch", dropout=0.5, batch_size=8.
     """
 
-    name = "tcn"
-
     def __init__(
         self,
         *,
