@@ -220,7 +220,7 @@ def _check_spans(spans, name: str) -> np.ndarray:
     return values
 
 
-def _binary_frames(y, name: str) -> np.ndarray:
+def binary_frames(y, name: str) -> np.ndarray:
     """A 1-D 0/1 (or bool) array as bool; ValueError naming `name` otherwise."""
     values = np.asarray(y)
     if values.ndim != 1:
@@ -238,7 +238,7 @@ def _binary_frames(y, name: str) -> np.ndarray:
 def _is_single_video(y) -> bool:
     """A 1-D array, or a sequence of scalars, is one video; a sequence of 1-D arrays is several."""
     if isinstance(y, np.ndarray) or hasattr(y, "__array__"):
-        return True  # arrays and pandas Series; a shape other than 1-D is rejected by _binary_frames
+        return True  # arrays and pandas Series; a shape other than 1-D is rejected by binary_frames
     if isinstance(y, Sequence) and not isinstance(y, str):
         return len(y) > 0 and all(np.ndim(v) == 0 for v in y)
     raise ValueError(f"labels must be a 1-D array or a sequence of 1-D arrays, got {type(y).__name__}")
@@ -259,7 +259,7 @@ def _paired_videos(y_true, y_pred) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for k, (yt, yp) in enumerate(zip(y_true, y_pred, strict=True)):
         where = "" if single_true else f" (video {k})"
-        yt, yp = _binary_frames(yt, f"y_true{where}"), _binary_frames(yp, f"y_pred{where}")
+        yt, yp = binary_frames(yt, f"y_true{where}"), binary_frames(yp, f"y_pred{where}")
         if yt.size != yp.size:
             raise ValueError(
                 f"y_true has {yt.size} frames but y_pred has {yp.size}{where}; they must match frame for frame"

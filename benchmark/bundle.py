@@ -22,23 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.exceptions import MlflowException
 
+from ..core.errors import ConfigError, DataError
+from ..core.jsonio import to_jsonable
+from ..tracking.queries import MlflowClient, quote_filter_value  # the queries module quiets MLflow's download bars
+from ..tracking.schema import MODEL_ARTIFACT
+from .backbones import BACKBONES, build_backbone
 from .data.crops import CropSettings
 from .data.manifest import Dataset, VideoEntry
-from ..core.errors import ConfigError, DataError
+from .heads import load_head
 from .postprocess import PostProcess
 
 BUNDLE_FILE = "bundle.json"
 HEAD_FOLDER = "head"
-MODEL_ARTIFACT = "model"  # the artifact path of the bundle inside a refit run
 FORMAT = "mbr-bench-model"
 FORMAT_VERSION = 1
-REGISTERED_PREFIX = "mbr-bench."
-
-
-def registered_model_name(behaviour: str) -> str:
-    """The MLflow registered model holding the leaderboard's best model for a behaviour."""
-    return f"{REGISTERED_PREFIX}{behaviour}"
 
 
 @dataclass
@@ -74,10 +73,8 @@ class ModelBundle:
 
     def build_backbone(self, dataset: Dataset) -> Any:
         """The training backbone, rebuilt; DataError if its settings no longer match."""
-        from .backbones import build_backbone
-
         backbone = build_backbone(self.backbone, dataset, weights=self.weights)
-        if _jsonable(backbone.describe()) != _jsonable(self.backbone_config):
+        if to_jsonable(backbone.describe()) != to_jsonable(self.backbone_config):
             raise DataError(
                 f"backbone {self.backbone}: built as {backbone.describe()} but the model was trained with "
                 f"{self.backbone_config}; use the same weights file and mbr-bench version as the training run"
@@ -86,8 +83,6 @@ class ModelBundle:
 
     def needs_pose(self) -> bool:
         """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
-        from .backbones import BACKBONES
-
         pose_features = BACKBONES.kind_of(self.backbone) == "pose"  # UnknownComponentError if unknown
         return self.crop.mode == "pose" or pose_features
 
@@ -103,14 +98,14 @@ class ModelBundle:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "behaviour": self.behaviour,
-            "backbone": {"name": self.backbone, "weights": self.weights, "config": _jsonable(self.backbone_config)},
+            "backbone": {"name": self.backbone, "weights": self.weights, "config": to_jsonable(self.backbone_config)},
             "crop": {"mode": self.crop.mode, "size": self.crop.size, "centre": list(self.crop.centre),
                      "min_likelihood": self.crop.min_likelihood},
             "pose": {"heading": list(self.heading), "individual": self.individual},
             "head": {"name": self.head.name, "folder": HEAD_FOLDER},
             "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
                          "postprocess": self.postprocess.to_dict()},
-            "info": _jsonable(self.info),
+            "info": to_jsonable(self.info),
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -132,8 +127,6 @@ class ModelBundle:
 
 def load_bundle(folder: str | Path) -> ModelBundle:
     """Read a bundle folder written by `ModelBundle.save`."""
-    from .heads import load_head
-
     folder = Path(folder)
     path = folder / BUNDLE_FILE
     if not path.is_file():
@@ -186,10 +179,6 @@ def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelB
     path = Path(model).expanduser()
     if path.is_dir():
         return load_bundle(path / MODEL_ARTIFACT if (path / MODEL_ARTIFACT / BUNDLE_FILE).is_file() else path)
-    from mlflow.exceptions import MlflowException
-
-    from ..tracking.queries import MlflowClient  # also quiets MLflow's download progress bars
-
     client = MlflowClient(tracking_uri=tracking_uri)
     if _RUN_ID.fullmatch(model):
         run_id = model
@@ -217,10 +206,6 @@ def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelB
 
 
 def _registered_run_id(client: Any, model: str, tracking_uri: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    from ..tracking.queries import quote_filter_value
-
     name, _, version = model.partition("/")
     try:
         if version:
@@ -237,8 +222,3 @@ def _registered_run_id(client: Any, model: str, tracking_uri: str) -> str:
             "leaderboard`)"
         ) from None
     return str(found.run_id)
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as it reads back from JSON (tuples become lists, NumPy scalars numbers)."""
-    return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.manifest import Dataset
 from ..core.errors import ConfigError, DataError
+from .data.manifest import Dataset
 
 
 @dataclass(frozen=True)

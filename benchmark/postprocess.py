@@ -30,9 +30,9 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
-from .bouts import _binary_frames, bout_metrics
-from .data.labels import bout_spans
 from ..core.errors import ConfigError
+from .bouts import binary_frames, bout_metrics
+from .data.labels import bout_spans
 from .metrics import pr_curve
 
 THRESHOLD_RULES = ("max_f1", "recall:<target>")
@@ -57,11 +57,7 @@ def closing(labels, size: int) -> np.ndarray:
     Returns:
         int8 0/1 array of the same length.
     """
-    size = _check_window(size, "closing")
-    y = _binary_frames(labels, "labels").astype(np.int8)
-    if size == 1 or y.size == 0:
-        return y
-    return minimum_filter1d(maximum_filter1d(y, size, mode="nearest"), size, mode="nearest")
+    return _two_filters(labels, _check_window(size, "closing"), maximum_filter1d, minimum_filter1d)
 
 
 def opening(labels, size: int) -> np.ndarray:
@@ -77,17 +73,21 @@ def opening(labels, size: int) -> np.ndarray:
     Returns:
         int8 0/1 array of the same length.
     """
-    size = _check_window(size, "opening")
-    y = _binary_frames(labels, "labels").astype(np.int8)
+    return _two_filters(labels, _check_window(size, "opening"), minimum_filter1d, maximum_filter1d)
+
+
+def _two_filters(labels, size: int, first, second) -> np.ndarray:
+    """`second(first(labels))` with a flat window of `size` frames; the ends are taken to continue."""
+    y = binary_frames(labels, "labels").astype(np.int8)
     if size == 1 or y.size == 0:
         return y
-    return maximum_filter1d(minimum_filter1d(y, size, mode="nearest"), size, mode="nearest")
+    return second(first(y, size, mode="nearest"), size, mode="nearest")
 
 
 def remove_short_bouts(labels, min_frames: int) -> np.ndarray:
     """Set to 0 every positive bout shorter than `min_frames` frames (1 keeps every bout); int8."""
     min_frames = _check_min_bout(min_frames)
-    y = _binary_frames(labels, "labels").astype(np.int8)
+    y = binary_frames(labels, "labels").astype(np.int8)
     if min_frames == 1:
         return y
     spans = bout_spans(y)
@@ -341,7 +341,7 @@ def _fold_pairs(y_folds, p_folds) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise ValueError("no folds: y_folds and p_folds are empty")
     ys, ps = [], []
     for k, (yf, pf) in enumerate(zip(y_folds, p_folds, strict=True)):
-        yf = _binary_frames(np.ravel(yf), f"y_folds[{k}]")
+        yf = binary_frames(np.ravel(yf), f"y_folds[{k}]")
         pf = np.ravel(np.asarray(pf, dtype=float))
         if yf.size != pf.size:
             raise ValueError(

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .bundle import ModelBundle
-from ..core.files import atomic_output
-from .data.manifest import VideoEntry
 from ..core.errors import ConfigError, DataError
+from ..core.files import atomic_output
+from .bundle import ModelBundle
+from .data.manifest import VideoEntry
+from .data.video import count_frames, probe_video
 from .features.cache import EmbeddingCache
+from .pair_inputs import embed_videos
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 POSE_SUFFIXES = (".csv", ".h5")
@@ -263,8 +266,6 @@ def _check_stems(videos: Sequence[Path]) -> None:
 
 def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list[_Job]:
     """Validate every video (opens, has its pose file, writes nowhere it reads) before any work."""
-    from .data.video import probe_video
-
     pose = Path(options.pose).expanduser() if options.pose is not None else None
     if pose is not None:
         if not pose.exists():
@@ -300,13 +301,10 @@ def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list
 
 def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictOptions) -> tuple[np.ndarray, int]:
     """(frames, dim) memory-mapped embeddings of the video and the number of frames computed now."""
-    from .data.video import count_frames
-    from .features.embed import embed_video
-
     dataset = bundle.dataset_for([job.entry], where=job.entry.video.parent)
-    result = embed_video(dataset, job.entry, backbone, options.cache, crop=bundle.crop,
-                         batch_size=options.batch_size, progress=options.progress)
-    X = np.load(result.path, mmap_mode="r")
+    embedded = embed_videos(dataset, backbone, options.cache, [job.entry.id], batch_size=options.batch_size,
+                            progress=options.progress)
+    X = embedded.arrays[job.entry.id]
     # A pose file from another video (or a header count that is off) would shift every label.
     if len(X) != job.n_frames and len(X) != count_frames(job.entry.video):
         source = job.entry.pose if job.entry.pose is not None else job.entry.video
@@ -314,7 +312,7 @@ def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictO
             f"{source}: {len(X)} frames of embeddings for video {job.entry.video}, which has {job.n_frames} frames; "
             "the pose file must have one row per video frame (use the pose file of this exact video)"
         )
-    return X, result.computed
+    return X, embedded.computed
 
 
 def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
@@ -324,8 +322,6 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
     `<behaviour>_label` (post-processed 0/1), and with `exclusive` a final `behaviour` column
     (the behaviour kept on that frame, or "none").
     """
-    from tqdm.auto import tqdm
-
     bundles = list(options.bundles)
     _check_bundles(bundles, options.exclusive)
     videos = find_videos(options.inputs)

@@ -6,19 +6,50 @@ budget over default pairs, so a new user sees the whole product in minutes on a 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 
 from ..core.errors import ConfigError, DataError, WeightsError
+from ..core.stores import default_storage_url, default_tracking_uri
+from ..search_spaces.loader import SearchSpace, default_space_path, load_search_space
+from ..tracking.provenance import standard_tags
+from ..tracking.runs import Tracker
+from ..tracking.schema import (
+    BEST_CV_PR_AUC,
+    N_TRIALS_COMPLETE,
+    N_TRIALS_FAILED,
+    N_TRIALS_PRUNED,
+    TAG_BATCH_SIZE,
+    TAG_BEST_TRIAL,
+    TAG_DATASET,
+    TAG_STUDY,
+    TAG_TRAIN_HASH,
+    TAG_WEIGHTS,
+)
+from .backbones import BACKBONES, build_backbone
+from .cv import leave_one_video_out, select_folds
+from .data.manifest import Dataset, load_dataset
+from .data.synthetic import generate
+from .features.cache import EmbeddingCache, default_cache_dir
+from .heads import HEADS
+from .pair_inputs import behaviour_labels, dataset_hash, embed_videos, read_video_labels
 from .progress import SearchProgress
-from .workers import GRACE_FACTOR, HEARTBEAT_SECONDS
-from ..tracking.queries import TAG_BATCH_SIZE, TAG_DATASET, TAG_TRAIN_HASH, TAG_WEIGHTS
+from .search import SAMPLERS, PairData, TrialFailed, make_objective, make_pruner, make_sampler, study_name
+from .workers import (
+    GRACE_FACTOR,
+    HEARTBEAT_SECONDS,
+    StaleTrialHandler,
+    budget_state,
+    install_stale_handler,
+    open_storage,
+    run_trials,
+    study_lock,
+)
 
 # The built-in default: small enough for minutes on 2 CPU cores.
 DEMO_BACKBONES = ("pose", "mobilenet_v2")
@@ -68,93 +99,31 @@ class PairOutcome:
     error: str | None = None
 
 
-def default_storage(workdir: Path) -> str:
-    return f"sqlite:///{(workdir / 'optuna.db').resolve()}"
+@dataclass
+class RunPlan:
+    """A run's options, checked and resolved: what `run` does, decided before any work."""
+
+    dataset: Dataset
+    demo: bool
+    behaviours: list[str]
+    backbones: list[str]
+    heads: list[str]
+    spaces: dict[str, SearchSpace]
+    n_trials: int | None  # None: the whole grid
+    storage_url: str
+    tracking_uri: str
 
 
-def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Path, bool]:
-    """The manifest to use, and whether it is the built-in demo."""
-    if options.dataset is not None:
-        return options.dataset, False
-    manifest = options.workdir / "synthetic" / "dataset.yaml"
-    if not manifest.is_file():
-        from .data.synthetic import generate
-
-        progress.message(f"no --dataset: writing the built-in synthetic open field to {manifest.parent}")
-        generate(manifest.parent, n_videos=DEMO_VIDEOS, n_frames=DEMO_FRAMES, seed=0)
-    return manifest, True
-
-
-def dataset_hash(dataset: Any, split: str | None = None) -> str:
-    """A short hash of the manifest's behaviours, splits and file contents (of one split if given).
-
-    The whole dataset identifies a search's data; the train part is what its results depend on,
-    and the test part what a refit's test scores depend on.
-    """
-    from ..core.hashing import content_hash
-
-    record = {
-        v.id: [v.split, *(content_hash(p) if p else None for p in (v.video, v.pose, v.labels))]
-        for v in dataset.videos if split is None or v.split == split
-    }
-    payload = json.dumps({"behaviours": list(dataset.behaviours), "videos": record}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _check_names(option: str, kind: str, names: list[str], known: list[str]) -> None:
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"{option} {' '.join(unknown)}: unknown {kind} {', '.join(repr(n) for n in unknown)}; "
-                          f"known: {', '.join(known)}")
-
-
-def _check_numbers(options: RunOptions) -> None:
+def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
+    """Check every option once, before anything is embedded or trained; ConfigError/DataError on the first bad one."""
     for option, value, ok in (("--n-trials", options.n_trials, options.n_trials is None or options.n_trials >= 1),
                               ("--timeout", options.timeout, options.timeout is None or options.timeout > 0),
                               ("--batch-size", options.batch_size, options.batch_size >= 1),
                               ("--heartbeat", options.heartbeat, options.heartbeat >= 1)):
         if not ok:
             raise ConfigError(f"{option} {value}: must be a positive number; pass {option} 1 or more")
-
-
-def _embed_training_videos(dataset: Any, backbone: Any, cache: Any, options: RunOptions) -> tuple[dict, float, dict]:
-    """Embeddings of the training videos (memory-mapped), mean embedding s/frame, cache keys."""
-    from .features.embed import cache_key, embed_dataset
-
-    train = [v.id for v in dataset.split("train")]
-    results = embed_dataset(dataset, backbone, cache, batch_size=options.batch_size, video_ids=train,
-                            progress=options.progress and sys.stderr.isatty())
-    embeddings = {r.video_id: np.load(r.path, mmap_mode="r") for r in results}
-    seconds_per_frame = float(np.mean([r.compute_seconds_per_frame for r in results]))
-    keys = {v: cache_key(dataset, dataset.video(v), backbone, dataset.crop).digest for v in train}
-    return embeddings, seconds_per_frame, keys
-
-
-def _training_labels(dataset: Any, n_frames: dict[str, int]) -> dict[str, Any]:
-    from .data.labels import read_labels
-
-    labels = {}
-    for entry in dataset.split("train"):
-        labels[entry.id] = read_labels(entry.labels, dataset.behaviours, n_frames=n_frames[entry.id], fps=entry.fps)
-    return labels
-
-
-def run(options: RunOptions) -> list[PairOutcome]:
-    """Run every requested study; returns one outcome per behaviour x pair."""
-    from .backbones import BACKBONES, build_backbone
-    from .cv import leave_one_video_out, select_folds
-    from .data.manifest import load_dataset
-    from .features.cache import EmbeddingCache, default_cache_dir
-    from .heads import HEADS
-    from .search import PairData
-    from .workers import StaleTrialHandler, install_stale_handler, open_storage
-    from ..search_spaces.loader import load_search_space
-    from ..tracking.provenance import standard_tags
-    from ..tracking.queries import default_tracking_uri
-    from ..tracking.runs import Tracker
-
-    progress = SearchProgress(enabled=options.progress)
-    _check_numbers(options)
+    if options.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler must be {' or '.join(SAMPLERS)}, got {options.sampler!r}")
     try:
         options.workdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -167,71 +136,98 @@ def run(options: RunOptions) -> list[PairOutcome]:
                         "(add labels: and split: to the manifest)")
     behaviours = list(dataset.behaviours) if options.study == "all" else [options.study]
     _check_names("--study", "behaviour", behaviours, list(dataset.behaviours))
-    backbone_names = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
-    head_names = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
-    _check_names("--backbones", "backbone", backbone_names, BACKBONES.list())
-    _check_names("--heads", "head", head_names, HEADS.list())
-    if options.sampler not in ("tpe", "grid"):
-        raise ConfigError(f"--sampler must be tpe or grid, got {options.sampler!r}")
+    backbones = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
+    heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
+    _check_names("--backbones", "backbone", backbones, BACKBONES.list())
+    _check_names("--heads", "head", heads, HEADS.list())
     space_path = options.search_space
     if space_path is None and demo:
-        from ..search_spaces.loader import default_space_path
-
         space_path = default_space_path("demo")
-    spaces = {h: load_search_space(h, space_path, allowed=HEADS.get(h).param_names()) for h in head_names}
+    spaces = {h: load_search_space(h, space_path, allowed=HEADS.get(h).param_names()) for h in heads}
     n_trials = options.n_trials if options.n_trials is not None else (
         None if options.sampler == "grid" else DEMO_TRIALS if demo else DEFAULT_TRIALS)
+    return RunPlan(dataset, demo, behaviours, backbones, heads, spaces, n_trials,
+                   storage_url=options.storage or default_storage_url(options.workdir),
+                   tracking_uri=options.tracking_uri or default_tracking_uri(options.workdir))
+
+
+def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Path, bool]:
+    """The manifest to use, and whether it is the built-in demo."""
+    if options.dataset is not None:
+        return options.dataset, False
+    manifest = options.workdir / "synthetic" / "dataset.yaml"
+    if not manifest.is_file():
+        progress.message(f"no --dataset: writing the built-in synthetic open field to {manifest.parent}")
+        generate(manifest.parent, n_videos=DEMO_VIDEOS, n_frames=DEMO_FRAMES, seed=0)
+    return manifest, True
+
+
+def _check_names(option: str, kind: str, names: list[str], known: list[str]) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"{option} {' '.join(unknown)}: unknown {kind} {', '.join(repr(n) for n in unknown)}; "
+                          f"known: {', '.join(known)}")
+
+
+def run(options: RunOptions) -> list[PairOutcome]:
+    """Run every requested study; returns one outcome per behaviour x pair."""
+    progress = SearchProgress(enabled=options.progress)
+    plan = plan_run(options, progress)
+    dataset = plan.dataset
     folds = leave_one_video_out(dataset)
-    storage_url = options.storage or default_storage(options.workdir)
-    storage = open_storage(storage_url, options.heartbeat)
-    tracker = Tracker(options.tracking_uri or default_tracking_uri(options.workdir))
-    for behaviour in behaviours:
+    storage = open_storage(plan.storage_url, options.heartbeat)
+    tracker = Tracker(plan.tracking_uri)
+    for behaviour in plan.behaviours:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
     install_stale_handler(storage, StaleTrialHandler(close_run=tracker.kill_run))
     cache = EmbeddingCache(options.cache_dir or default_cache_dir(options.workdir))
     data_hash, train_hash = dataset_hash(dataset), dataset_hash(dataset, "train")
+    train_ids = [v.id for v in dataset.split("train")]
     progress.message(
-        f"dataset {dataset.name}: {len(dataset.split('train'))} train videos ({len(folds)} folds), "
-        f"{len(dataset.split('test'))} test videos held out; behaviours {', '.join(behaviours)}; "
-        f"pairs {len(backbone_names)} backbones x {len(head_names)} heads; "
-        f"{'grid' if n_trials is None else n_trials} trial(s) each"
+        f"dataset {dataset.name}: {len(train_ids)} train videos ({len(folds)} folds), "
+        f"{len(dataset.split('test'))} test videos held out; behaviours {', '.join(plan.behaviours)}; "
+        f"pairs {len(plan.backbones)} backbones x {len(plan.heads)} heads; "
+        f"{'grid' if plan.n_trials is None else plan.n_trials} trial(s) each"
     )
 
     outcomes: list[PairOutcome] = []
     pending: list[tuple[int, _PairJob]] = []
-    for backbone_name in backbone_names:
+    for backbone_name in plan.backbones:
         try:
             backbone = build_backbone(backbone_name, dataset, weights=options.weights)
             progress.message(f"embedding training videos with {backbone_name} (cached after the first run)")
-            embeddings, seconds_per_frame, cache_keys = _embed_training_videos(dataset, backbone, cache, options)
+            embedded = embed_videos(dataset, backbone, cache, train_ids, batch_size=options.batch_size,
+                                    progress=options.progress and sys.stderr.isatty())
         except WeightsError as error:
-            if not demo or options.backbones:
+            if not plan.demo or options.backbones:
                 raise
             # The built-in demo goes on without a CNN whose weights cannot be had offline.
             progress.message(f"skipping {backbone_name}: {error}")
             continue
-        labels = _training_labels(dataset, {v: len(a) for v, a in embeddings.items()})
+        labels = read_video_labels(dataset, train_ids, embedded.n_frames())
         # What a refit needs to rebuild this pair's inputs without the command line.
         recipe = {TAG_DATASET: str(dataset.path), TAG_TRAIN_HASH: train_hash, TAG_WEIGHTS: options.weights or "",
                   TAG_BATCH_SIZE: str(options.batch_size)}
-        for behaviour in behaviours:
-            y = {v: frame[behaviour].to_numpy() for v, frame in labels.items()}
+        for behaviour in plan.behaviours:
+            y = behaviour_labels(labels, behaviour)
             # No positive frame to validate on: neither PR-AUC nor early stopping exist for that fold.
             scored_folds, warnings = select_folds(folds, y, behaviour, dataset, options.allow_empty_folds)
             for warning in warnings:
                 progress.warn(warning)
-            for head_name in head_names:
-                pair = _PairJob(behaviour, backbone_name, head_name, spaces[head_name],
-                                PairData(embeddings, y, seconds_per_frame, cache_keys), scored_folds,
-                                {**standard_tags(data_hash, cache_keys, options.seed), **recipe})
-                outcome, others = _run_pair(pair, storage, storage_url, tracker, n_trials, options, progress)
+            for head_name in plan.heads:
+                pair = _PairJob(behaviour, backbone_name, head_name, plan.spaces[head_name],
+                                PairData(embedded.arrays, y, embedded.seconds_per_frame, embedded.cache_keys),
+                                scored_folds,
+                                {**standard_tags(data_hash, embedded.cache_keys, options.seed), **recipe})
+                outcome, others = _run_pair(pair, storage, plan.storage_url, tracker, plan.n_trials, options,
+                                            progress)
                 outcomes.append(outcome)
                 if others:
                     pending.append((len(outcomes) - 1, pair))
     # Budgets are used up, but other workers still run trials: stay to retry any whose worker dies.
     for index, pair in pending:
-        outcomes[index], _ = _run_pair(pair, storage, storage_url, tracker, n_trials, options, progress,
+        outcomes[index], _ = _run_pair(pair, storage, plan.storage_url, tracker, plan.n_trials, options, progress,
                                        wait_for_others=True)
     return outcomes
 
@@ -261,11 +257,6 @@ def _run_pair(
 ) -> tuple[PairOutcome, int]:
     """Search one pair until the study's budget is used; returns the outcome and how many trials of
     other workers were still running."""
-    import optuna
-
-    from .search import TrialFailed, make_objective, make_pruner, make_sampler, study_name
-    from .workers import budget_state, run_trials, study_lock
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(job.behaviour, job.backbone, job.head)
     progress.set_context(f"{job.behaviour} · {job.backbone}+{job.head} · ")
@@ -279,7 +270,7 @@ def _run_pair(
             study_name=name, storage=storage, load_if_exists=True, direction="maximize",
             sampler=make_sampler(options.sampler, job.space, options.seed), pruner=make_pruner(),
         )
-        pair = tracker.pair_run(job.behaviour, job.backbone, job.head, tags={**job.tags, "mbr.study": name})
+        pair = tracker.pair_run(job.behaviour, job.backbone, job.head, tags={**job.tags, TAG_STUDY: name})
     finally:
         lock.release()
     state = budget_state(study)
@@ -316,10 +307,10 @@ def _run_pair(
             best = study.best_trial
             outcome.best_score = float(best.value)
             outcome.best_params = dict(best.params)
-            pair.log_metrics({"best_cv_pr_auc": outcome.best_score, "n_trials_complete": outcome.complete,
-                              "n_trials_pruned": outcome.pruned, "n_trials_failed": outcome.failed})
+            pair.log_metrics({BEST_CV_PR_AUC: outcome.best_score, N_TRIALS_COMPLETE: outcome.complete,
+                              N_TRIALS_PRUNED: outcome.pruned, N_TRIALS_FAILED: outcome.failed})
             # A repeat has no MLflow run of its own: name the trial that trained.
-            pair.set_tags({"mbr.best_trial": str(best.user_attrs.get("repeat_of", best.number))})
+            pair.set_tags({TAG_BEST_TRIAL: str(best.user_attrs.get("repeat_of", best.number))})
             outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
     progress.set_context("")
     return outcome, loop.others_running

@@ -15,20 +15,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optuna
 
-from .cv import Fold
-from ..core.errors import ConfigError, MbrError
-from .features.sequences import sample_weights
-from .metrics import frame_metrics, summarise
-from .progress import SearchProgress
+from ..core.errors import MbrError
 from ..search_spaces.loader import SearchSpace
 from ..tracking.provenance import peak_rss_mb, reset_peak_rss
+from ..tracking.schema import STATE_COMPLETE, STATE_FAILED, STATE_PRUNED, TAG_BEHAVIOUR
+from .cv import Fold
+from .features.sequences import sample_weights
+from .heads import HEADS
+from .metrics import frame_metrics, summarise
+from .progress import SearchProgress
 
 OBJECTIVE = "pr_auc_mean"  # the CV score every study maximises
 # Random trials before TPE models the results. Optuna's default, 10, is half the default budget of
 # 20 trials; with 5, TPE came within 0.01 of the reference grid's best on <= 30 % of the grid's
 # fold-epochs in far more seeds (`make bench`, search-efficiency section of the report).
 TPE_STARTUP_TRIALS = 5
+SAMPLERS = ("tpe", "grid")
 
 
 class TrialFailed(RuntimeError):
@@ -50,18 +54,13 @@ def study_name(behaviour: str, backbone: str, head: str) -> str:
 
 
 def make_sampler(kind: str, space: SearchSpace, seed: int) -> Any:
-    import optuna
-
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
+    """The sampler `kind` (one of SAMPLERS: the runner checks the name) seeded with `seed`."""
     if kind == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    raise ConfigError(f"--sampler must be tpe or grid, got {kind!r}")
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
 
 
 def make_pruner() -> Any:
-    import optuna
-
     # Compare a trial's running fold mean with the median of earlier trials at the same fold; wait
     # for two complete trials and three folds: one video's PR-AUC swings by +-0.2 between folds of
     # the same configuration, and a mean of two folds pruned the best configuration for good in
@@ -75,8 +74,6 @@ def earlier_result(trial: Any) -> Any | None:
     A trial's score depends only on its parameters (data, folds and training seed are the study's),
     so a repeat (TPE often proposes a point it has seen on a categorical grid) is not trained again.
     """
-    import optuna
-
     for earlier in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if earlier.number != trial.number and earlier.params == trial.params:
             return earlier
@@ -143,10 +140,6 @@ def make_objective(
     progress: SearchProgress,
 ) -> Callable[[Any], float]:
     """The Optuna objective for one pair: CV mean PR-AUC of the suggested params, fully tracked."""
-    import optuna
-
-    from .heads import HEADS
-
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
         trial_label = trial.number + 1
@@ -161,7 +154,7 @@ def make_objective(
             return float(earlier.value)
         reset_peak_rss()  # peak memory per trial, not since the process started
         running: list[float] = []
-        with pair_run.trial_run(trial.number, params, tags={"mbr.behaviour": behaviour}) as tracked:
+        with pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour}) as tracked:
             # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
             trial.set_user_attr("mlflow_run_id", tracked.run_id)
             try:
@@ -193,11 +186,11 @@ def make_objective(
                 pruned = len(fold_metrics) < len(folds)
                 if not pruned and not math.isfinite(score):
                     raise TrialFailed(f"CV PR-AUC is {score}; no fold produced a score")
-                tracked.set_state("pruned" if pruned else "complete")
+                tracked.set_state(STATE_PRUNED if pruned else STATE_COMPLETE)
             except (MbrError, KeyboardInterrupt):
                 raise
             except Exception as error:
-                tracked.set_state("failed")
+                tracked.set_state(STATE_FAILED)
                 progress.message(f"trial {trial_label} failed: {type(error).__name__}: {error}")
                 raise TrialFailed(f"{type(error).__name__}: {error}") from error
         # Outside the tracked block: a pruned trial is a normal end for its MLflow run.

@@ -24,23 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.files import exclusive_lock
 from ..core.errors import ConfigError
+from ..core.files import exclusive_lock
 from ..core.process import process_alive, process_identity
+from ..core.stores import sqlite_path
+from ..tracking.schema import TAG_PROCESS as ATTR_PROCESS  # also a trial user attribute
 
 HEARTBEAT_SECONDS = 30
 GRACE_FACTOR = 4  # a trial is stale after this many missed heartbeats: TensorFlow can starve the thread
 MAX_RETRY = 2  # a trial whose workers die this many times is left failed
-ATTR_PROCESS = "mbr.process"  # trial user attribute: host:pid:start of the worker running it
 ATTR_RUN_ID = "mlflow_run_id"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL, else None."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
-        return None
-    return Path(url[len(prefix):].split("?")[0])
 
 
 def _lock_file(database: Path) -> Path:
@@ -61,7 +54,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
         engine_kwargs["pool_pre_ping"] = True  # a restarted server must not break a long search
-    database = sqlite_file(url)
+    database = sqlite_path(url)
     if database is not None and not database.parent.is_dir():
         raise ConfigError(f"--storage {url}: cannot open the Optuna storage (folder {database.parent} does not "
                           "exist); create it, or leave --storage out to use WORKDIR/optuna.db")
@@ -226,7 +219,7 @@ class _NoLock:
 def study_lock(storage: Any, study_name: str) -> Any:
     """The lock that serialises claiming trial slots of `study_name` across workers."""
     url = str(storage.url)
-    database = sqlite_file(url)
+    database = sqlite_path(url)
     if database is not None:
         return _FileLock(_lock_file(database))
     if url.startswith("postgresql"):

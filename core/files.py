@@ -3,6 +3,7 @@ locks between processes that die with their holder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -47,8 +48,6 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
     The kernel releases it when the holder dies, so a killed process never leaves it held. It
     serialises, e.g., the first-use set-up of a SQLite database that several workers open at once.
     """
-    import fcntl
-
     with open(path, "a+") as handle:
         fcntl.lockf(handle, fcntl.LOCK_EX)
         try:

@@ -6,13 +6,14 @@ Nothing here imports TensorFlow or any other heavy library: versions are read fr
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from .schema import TAG_CACHE_KEYS, TAG_DATASET_HASH, TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_SEED, TAG_VERSIONS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -133,10 +134,10 @@ def standard_tags(dataset_hash: str, cache_keys: dict[str, str], seed: int | Non
     commit = git_commit()
     dirty = git_dirty() if commit else None
     return {
-        "mbr.dataset_hash": str(dataset_hash),
-        "mbr.cache_keys": json_tag({str(k): str(v) for k, v in cache_keys.items()}),
-        "mbr.git_commit": commit or "unknown",
-        "mbr.git_dirty": "unknown" if dirty is None else str(dirty).lower(),
-        "mbr.seed": str(seed),
-        "mbr.versions": json_tag(package_versions()),
+        TAG_DATASET_HASH: str(dataset_hash),
+        TAG_CACHE_KEYS: json_tag({str(k): str(v) for k, v in cache_keys.items()}),
+        TAG_GIT_COMMIT: commit or "unknown",
+        TAG_GIT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
+        TAG_SEED: str(seed),
+        TAG_VERSIONS: json_tag(package_versions()),
     }

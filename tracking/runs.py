@@ -26,18 +26,23 @@ import re
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy
 import sqlalchemy.exc
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+from optuna.exceptions import TrialPruned
 
-from ..core.files import exclusive_lock
 from ..core.errors import ConfigError
+from ..core.files import exclusive_lock
+from ..core.process import process_alive, process_identity
 from .figures import (
     DEFAULT_THRESHOLD,
     binary_inputs,
@@ -46,30 +51,41 @@ from .figures import (
     pr_curve_figure,
     pr_curve_points,
 )
-from ..core.process import process_alive, process_identity
 from .provenance import TAG_VALUE_LIMIT
-from .queries import (
+from .queries import default_artifact_root, quote_filter_value, search_all, sqlite_path
+from .schema import (
+    COMPUTE,
+    CV,
+    FIGURE_CONFUSION,
+    FIGURE_PR_CURVE,
+    KIND_PAIR,
+    KIND_TRIAL,
     OUT_OF_FOLD_FILE,
     PARAMS_FILE,
+    PREDICTIONS_DIR,
+    STATE_COMPLETE,
+    STATE_FAILED,
+    STATE_PRUNED,
     TAG_BACKBONE,
     TAG_BEHAVIOUR,
+    TAG_ERROR,
     TAG_HEAD,
     TAG_KIND,
+    TAG_PROCESS,
     TAG_STATE,
     TAG_TRIAL,
-    default_artifact_root,
+    TRIAL_STATES,
+    changed_param_tag,
     experiment_name,
-    quote_filter_value,
-    search_all,
-    sqlite_path,
+    fold_artifact,
+    fold_metric,
+    fold_video_tag,
+    with_prefix,
 )
 
 logger = logging.getLogger(__name__)
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
-TRIAL_STATES = ("complete", "pruned", "failed")
-TAG_PROCESS = "mbr.process"  # host:pid:start of the process that last opened the run
-TAG_ERROR = "mbr.error"  # why a run ended FAILED or KILLED
 PARAM_VALUE_LIMIT = 6000
 
 # log_batch limits: 1000 entities per request, of which at most 100 params and tags together.
@@ -142,7 +158,7 @@ class _Run:
                 new.append(Param(key, text))
                 self._params[key] = text
             elif self._params[key] != text:
-                changed[f"mbr.param.{key}"] = text
+                changed[changed_param_tag(key)] = text
         if changed:
             logger.info(
                 "run %s keeps its first parameter values; changed ones go to tags %s", self.run_id, sorted(changed)
@@ -262,11 +278,11 @@ class TrialRun(_Run):
         values = {**{str(name): float(value) for name, value in metrics.items()}, "epochs": float(epochs)}
         timestamp = _now_ms()
         self._log_batch(
-            metrics=[Metric(f"fold{k}/{name}", value, timestamp, 0) for name, value in values.items()]
-            + [Metric(f"cv/{name}", value, timestamp, k) for name, value in values.items()],
-            tags=self._tags({f"mbr.fold{k}.video": val_video}),
+            metrics=[Metric(fold_metric(k, name), value, timestamp, 0) for name, value in values.items()]
+            + [Metric(f"{CV}{name}", value, timestamp, k) for name, value in values.items()],
+            tags=self._tags({fold_video_tag(k): val_video}),
         )
-        self.log_dict({"fold": k, "val_video": val_video, **pr_curve_points(y, p)}, f"folds/fold{k}_pr_curve.json")
+        self.log_dict({"fold": k, "val_video": val_video, **pr_curve_points(y, p)}, fold_artifact(k, "pr_curve"))
         cm = confusion_counts(y, p, DEFAULT_THRESHOLD)
         self.log_dict(
             {
@@ -278,14 +294,14 @@ class TrialRun(_Run):
                 "matrix": cm.tolist(),
                 "tn": int(cm[0, 0]), "fp": int(cm[0, 1]), "fn": int(cm[1, 0]), "tp": int(cm[1, 1]),
             },
-            f"folds/fold{k}_confusion.json",
+            fold_artifact(k, "confusion"),
         )
         self._folds[k] = (y, p, f"fold {k} ({val_video})")
         self._fold_videos[k] = val_video
 
     def log_summary(self, summary: dict[str, float]) -> None:
         """Log the cross-validation summary, e.g. ``pr_auc_mean``, ``pr_auc_std``, as ``cv/<key>``."""
-        self.log_metrics({f"cv/{key}": value for key, value in summary.items()})
+        self.log_metrics(with_prefix(CV, summary))
 
     def log_compute(self, compute: dict[str, float]) -> None:
         """Log the cost of the trial as ``compute/<key>``.
@@ -294,7 +310,7 @@ class TrialRun(_Run):
         ``peak_rss_mb``, ``n_params``, ``embedding_seconds_per_frame``, ``epochs_total``.
         """
         self.log_metrics(
-            {key if key.startswith("compute/") else f"compute/{key}": value for key, value in compute.items()}
+            {key if key.startswith(COMPUTE) else f"{COMPUTE}{key}": value for key, value in compute.items()}
         )
 
     def log_figures(self) -> None:
@@ -310,7 +326,7 @@ class TrialRun(_Run):
         folds = [self._folds[k] for k in sorted(self._folds)]
         figure = pr_curve_figure(folds, title=f"{self._title}: {len(folds)} folds")
         try:
-            self._client.log_figure(self.run_id, figure, "figures/pr_curve.png")
+            self._client.log_figure(self.run_id, figure, FIGURE_PR_CURVE)
         finally:
             figure.clear()
         y = np.concatenate([fold[0] for fold in folds])
@@ -320,7 +336,7 @@ class TrialRun(_Run):
             title=f"{self._title}: {len(folds)} folds pooled, threshold {DEFAULT_THRESHOLD:g}",
         )
         try:
-            self._client.log_figure(self.run_id, figure, "figures/confusion_matrix.png")
+            self._client.log_figure(self.run_id, figure, FIGURE_CONFUSION)
         finally:
             figure.clear()
 
@@ -342,19 +358,19 @@ class TrialRun(_Run):
         with tempfile.TemporaryDirectory(prefix="mbr-oof-") as folder:
             path = Path(folder) / OUT_OF_FOLD_FILE
             np.savez_compressed(path, **arrays)
-            self.log_artifact(path, "predictions")
+            self.log_artifact(path, PREDICTIONS_DIR)
 
     def end(self, status: str = FINISHED, error: BaseException | None = None) -> None:
         """End the run; a trial without a state gets ``complete`` (FINISHED) or ``failed`` (FAILED, KILLED)."""
         if not self.ended and self.state is None:
-            self.state = "complete" if status == FINISHED else "failed"
+            self.state = STATE_COMPLETE if status == FINISHED else STATE_FAILED
             self._best_effort_tags({TAG_STATE: self.state})
         super().end(status, error)
 
     def _exit_status(self, exc: BaseException | None) -> str:
         if exc is not None and _is_pruned(exc):
             if self.state is None:
-                self.state = "pruned"
+                self.state = STATE_PRUNED
                 self._best_effort_tags({TAG_STATE: self.state})
             return FINISHED
         return super()._exit_status(exc)
@@ -362,10 +378,6 @@ class TrialRun(_Run):
 
 def _is_pruned(exc: BaseException) -> bool:
     """Whether `exc` is Optuna's signal that the pruner stopped the trial (not a failure)."""
-    try:
-        from optuna.exceptions import TrialPruned
-    except ImportError:
-        return False
     return isinstance(exc, TrialPruned)
 
 
@@ -390,7 +402,7 @@ class PairRun(_Run):
             **self._trial_tags,
             **(tags or {}),
             MLFLOW_PARENT_RUN_ID: self.run_id,
-            TAG_KIND: "trial",
+            TAG_KIND: KIND_TRIAL,
             TAG_TRIAL: str(int(trial_number)),
             TAG_PROCESS: process_identity(),
         }
@@ -423,8 +435,6 @@ class PairRun(_Run):
 
 def _open_store(tracking_uri: str) -> MlflowClient:
     """A client whose store answered once, so a wrong URI fails here, in seconds, not mid-search."""
-    import sqlalchemy
-
     db = sqlite_path(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file but not its folder
@@ -436,9 +446,6 @@ def _open_store(tracking_uri: str) -> MlflowClient:
         return client
     scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("http", "https"):
-        import urllib.error
-        import urllib.request
-
         try:  # MLflow's own client retries for minutes before it gives up
             urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
         except (urllib.error.URLError, OSError) as error:
@@ -522,7 +529,7 @@ class Tracker:
         runs = search_all(
             self.client,
             [self.experiment_id(behaviour)],
-            f"tags.`{TAG_KIND}` = 'pair' and tags.`{TAG_BACKBONE}` = {quote_filter_value(backbone)} "
+            f"tags.`{TAG_KIND}` = '{KIND_PAIR}' and tags.`{TAG_BACKBONE}` = {quote_filter_value(backbone)} "
             f"and tags.`{TAG_HEAD}` = {quote_filter_value(head)}",
             order_by=["attributes.start_time ASC"],
         )
@@ -542,7 +549,7 @@ class Tracker:
             TAG_BEHAVIOUR: behaviour,
             TAG_BACKBONE: backbone,
             TAG_HEAD: head,
-            TAG_KIND: "pair",
+            TAG_KIND: KIND_PAIR,
             TAG_PROCESS: process_identity(),
         }
         existing = self.find_pair_run(behaviour, backbone, head)
@@ -584,8 +591,8 @@ class Tracker:
         if run.info.status != RUNNING:
             return False
         tags = {TAG_ERROR: reason[:TAG_VALUE_LIMIT]}
-        if run.data.tags.get(TAG_KIND) == "trial" and run.data.tags.get(TAG_STATE) in (None, "running"):
-            tags[TAG_STATE] = "failed"
+        if run.data.tags.get(TAG_KIND) == KIND_TRIAL and run.data.tags.get(TAG_STATE) in (None, "running"):
+            tags[TAG_STATE] = STATE_FAILED
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
         self.client.set_terminated(run_id, KILLED)
         return True
@@ -607,8 +614,8 @@ class Tracker:
             if identity and not everywhere and process_alive(identity) is not False:
                 continue
             tags = {TAG_ERROR: "the process running it ended without closing it (found at the next start)"}
-            if run.data.tags.get(TAG_KIND) == "trial" and TAG_STATE not in run.data.tags:
-                tags[TAG_STATE] = "failed"
+            if run.data.tags.get(TAG_KIND) == KIND_TRIAL and TAG_STATE not in run.data.tags:
+                tags[TAG_STATE] = STATE_FAILED
             self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
             self.client.set_terminated(run.info.run_id, KILLED)
             closed.append(run.info.run_id)

@@ -22,7 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 from ..core.errors import ConfigError, MbrError
+from ..core.stores import default_artifact_root, default_tracking_uri, redact, sqlite_path
 
 # Stores the MLflow server can keep runs in, as SQLAlchemy backend names.
 BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -98,31 +102,12 @@ def split_hosts(values: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
 
 
-def redact(uri: str) -> str:
-    """`uri` with its password replaced by ``***``, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return uri
-    if not password:
-        return uri
-    user_info, _, host = parts.netloc.rpartition("@")
-    user = user_info.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 # ------------------------------------------------------------------------------------- validation
 def check_backend_store_uri(uri: str) -> None:
     """Fail unless `uri` is a SQLite, PostgreSQL or MySQL URL whose driver is installed.
 
     For SQLite the database's folder is created, as the server would fail on a missing one.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
     shown = redact(uri)
     try:
         url = make_url(uri)
@@ -146,8 +131,6 @@ def check_backend_store_uri(uri: str) -> None:
         raise ConfigError(f"--backend-store-uri {shown}: the {backend} driver {module!r} is not installed; "
                           f"pip install {package}") from None
     if backend == "sqlite":
-        from .queries import sqlite_path
-
         database = sqlite_path(uri)
         if database is not None:
             try:
@@ -263,8 +246,6 @@ def resolve_options(
     database (where `Tracker` puts them when it writes to that store directly) or else in
     WORKDIR/mlartifacts.
     """
-    from .queries import default_artifact_root, default_tracking_uri
-
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")
     uri = backend_store_uri or default_tracking_uri(workdir)

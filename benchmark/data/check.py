@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ...core.errors import DataError
 from .labels import bout_spans, label_names, read_labels
 from .manifest import Dataset, VideoEntry
 from .pose import centre_track, read_pose
 from .video import count_frames, probe_video
-from ...core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,6 @@ def _fits(entry: VideoEntry, dataset: Dataset, n_frames: int, fps: float) -> boo
 
 def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
     """Read every video, pose and labels file of `dataset`; raise DataError on the first inconsistency."""
-    from tqdm.auto import tqdm
-
     report = DatasetReport(dataset)
     for entry in tqdm(dataset.videos, desc="checking videos", unit="video", disable=not progress, leave=False):
         report.videos.append(_check_video(dataset, entry, report))

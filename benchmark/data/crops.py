@@ -20,9 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
-from .video import count_frames, iter_frames, probe_video
 from ...core.errors import ConfigError, DataError
+from .video import count_frames, iter_frames, probe_video
 
 CROP_MODES = ("pose", "tracker", "full")
 MIN_CROP_SIZE = 8
@@ -233,8 +234,6 @@ def track_centroids(
     centres: list[tuple[float, float]] = []
     frames = iter_frames(path, rgb=False)
     if progress:
-        from tqdm import tqdm
-
         frames = tqdm(frames, total=info.n_frames, desc=f"tracking {path.name}", unit="frame")
     for frame in frames:
         diff = cv2.absdiff(_grey(frame), background)

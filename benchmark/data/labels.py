@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .pose import POSE_COORDS, dlc_csv_header, read_csv_columns
 from ...core.errors import ConfigError, DataError
+from .pose import POSE_COORDS, dlc_csv_header, read_csv_columns
 
 _BEHAVIOUR_COLUMNS = ("behaviour", "behavior")
 _FRAME_UNITS = ("frames", "frame", "f")

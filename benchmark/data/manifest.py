@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .crops import CropSettings
 from ...core.errors import ConfigError, DataError
+from .crops import CropSettings
 
 SPLITS = ("train", "test")
 _TOP_KEYS = {"name", "behaviours", "behaviors", "crop", "pose", "videos", "synthetic"}

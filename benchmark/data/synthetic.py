@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ...core.files import atomic_output
 from ...core.errors import ConfigError, DataError
+from ...core.files import atomic_output
 
 __all__ = [
     "BEHAVIOURS",

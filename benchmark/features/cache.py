@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from ...core.errors import CacheError
 from ...core.files import write_atomic
 from ...core.hashing import file_sha256
-from ...core.errors import CacheError
+from ...core.jsonio import json_default
 
 # Bump when decoding, cropping or feature code changes what an embedding holds.
 CODE_VERSION = "1"
@@ -52,7 +53,7 @@ class CacheKey:
 
     @property
     def digest(self) -> str:
-        payload = json.dumps({**self.fields, "code_version": CODE_VERSION}, sort_keys=True, default=str)
+        payload = json.dumps({**self.fields, "code_version": CODE_VERSION}, sort_keys=True, default=json_default)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -67,7 +68,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     # Durable: the record's presence is what says the array beside it is complete.
-    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str), durable=True)
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=json_default), durable=True)
 
 
 def _cache_error(root: Path, error: OSError) -> CacheError:

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ...core.errors import DataError
+from ...core.hashing import content_hash
 from ..backbones.base import Backbone, ImageBackbone, PoseBackbone
 from ..data.crops import CropSettings, iter_crops, track_centroids
 from ..data.manifest import Dataset, VideoEntry
-from ...core.hashing import content_hash
 from ..data.pose import centre_track, read_pose
 from ..data.video import probe_video
-from ...core.errors import DataError
 from .cache import CacheKey, EmbeddingCache
 
 _PREFETCH_BATCHES = 3  # enough to hide decode jitter; each batch is ~5 MB at 224 px x 32
@@ -176,8 +177,6 @@ def embed_video(
     progress: bool = True,
 ) -> EmbedResult:
     """Embed one video (or load it from the cache)."""
-    from tqdm.auto import tqdm
-
     crop = crop or dataset.crop
     started = time.perf_counter()
     key = cache_key(dataset, entry, backbone, crop)

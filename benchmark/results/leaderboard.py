@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -19,9 +20,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from ...core.errors import ConfigError, MbrError
+from ...core.stores import default_tracking_uri
+from ...tracking.queries import pair_runs, trial_runs
+from ...tracking.runs import Tracker
+from ...tracking.schema import (
+    BEST_CV_PR_AUC,
+    BEST_TEST_PR_AUC,
+    EXPERIMENT_PREFIX,
+    FIGURES_DIR,
+    KIND_LEADERBOARD,
+    MODEL_ARTIFACT,
+    N_PAIRS,
+    TAG_BACKBONE,
+    TAG_BEHAVIOUR,
+    TAG_BEST_PAIR,
+    TAG_HEAD,
+    TAG_PAIR,
+    TAG_RULE,
+    TEST_VIDEOS,
+    RefitRecord,
+    TrialRecord,
+    experiment_name,
+    prediction_artifact,
+    registered_model_name,
+)
+from ..features.cache import EmbeddingCache, default_cache_dir
 from ..progress import SearchProgress
-from .refit import NoResult, RefitSettings, best_trial, find_refit
+from .refit import NoResult, RefitSettings, best_trial, find_refit, load_test_predictions, refit_pair
+from .report import write_report
 from .types import PairResult, VideoPrediction, sort_rows
 
 
@@ -46,8 +75,6 @@ class Leaderboard:
 
 def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
     """The behaviours with a search in the store: `study` itself, or all of them for "all"."""
-    from ...tracking.queries import EXPERIMENT_PREFIX, experiment_name, pair_runs
-
     if study != "all":
         if not pair_runs(client, study):
             raise ConfigError(f"{tracking_uri}: no search for behaviour '{study}' (experiment "
@@ -64,11 +91,6 @@ def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
 
 
 def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
-    from ..features.cache import EmbeddingCache, default_cache_dir
-    from .report import write_report
-    from ...tracking.queries import default_tracking_uri, pair_runs
-    from ...tracking.runs import Tracker
-
     progress = SearchProgress(enabled=options.progress)
     uri = options.tracking_uri or default_tracking_uri(options.workdir)
     tracker = Tracker(uri)
@@ -93,14 +115,10 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
 
 def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: Any,
                  progress: SearchProgress) -> PairResult:
-    from .refit import refit_pair
-    from ...tracking.queries import TAG_BACKBONE, TAG_BEHAVIOUR, TAG_HEAD, TAG_STATE, trial_runs
-
     tags = pair.data.tags
     row = PairResult(tags[TAG_BEHAVIOUR], tags[TAG_BACKBONE], tags[TAG_HEAD])
     client = tracker.client
-    trials = trial_runs(client, pair.info.run_id)
-    row.n_trials = sum(1 for t in trials if t.data.tags.get(TAG_STATE) == "complete")
+    row.n_trials = sum(1 for t in trial_runs(client, pair.info.run_id) if TrialRecord.from_run(t).complete)
     try:
         best = best_trial(client, pair)
     except NoResult as reason:
@@ -126,40 +144,33 @@ def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: An
 
 
 def _fill_search(row: PairResult, best: Any) -> None:
-    metrics, tags = best.data.metrics, best.data.tags
-    row.cv_pr_auc_mean = metrics.get("cv/pr_auc_mean", math.nan)
-    row.cv_pr_auc_std = metrics.get("cv/pr_auc_std", math.nan)
-    row.cv_n_folds = int(metrics.get("cv/n_folds", 0))
-    row.best_trial = int(tags.get("mbr.trial", -1))
-    row.params = dict(best.data.params)
-    for key, value in metrics.items():
-        if key.startswith("fold") and key.endswith("/pr_auc"):
-            k = key[len("fold"):-len("/pr_auc")]
-            row.cv_video_scores[tags.get(f"mbr.fold{k}.video", f"fold {k}")] = value
+    record = TrialRecord.from_run(best)
+    row.cv_pr_auc_mean = record.cv_pr_auc_mean
+    row.cv_pr_auc_std = record.cv_pr_auc_std
+    row.cv_n_folds = record.n_folds
+    row.best_trial = record.trial
+    row.params = dict(record.params)
+    row.cv_video_scores.update(record.fold_scores)
 
 
 def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
-    from .refit import TAG_RULE, TEST_VIDEOS, load_test_predictions
-
-    metrics = refit.data.metrics
-    row.refit_run_id = refit.info.run_id
-    row.threshold = metrics.get("decision/threshold", math.nan)
-    row.threshold_rule = refit.data.tags.get(TAG_RULE, "")
-    row.postprocess = {key.split(".", 1)[1]: int(value) for key, value in refit.data.params.items()
-                       if key.startswith("postprocess.")}
-    row.params = {key.split(".", 1)[1]: value for key, value in refit.data.params.items()
-                  if key.startswith("head.")} or row.params
-    row.test_raw = {key[len("test/"):]: value for key, value in metrics.items() if key.startswith("test/")}
-    row.test_post = {key[len("test_post/"):]: value for key, value in metrics.items() if key.startswith("test_post/")}
-    row.search_cpu_seconds = metrics.get("compute/search_cpu_seconds", math.nan)
-    row.refit_cpu_seconds = metrics.get("compute/refit_cpu_seconds", math.nan)
-    row.inference_fps = metrics.get("compute/inference_frames_per_second", math.nan)
-    row.embedding_seconds_per_frame = metrics.get("compute/embedding_seconds_per_frame", math.nan)
-    row.n_params = int(metrics.get("compute/n_params", 0))
-    for video_id, y, proba, raw, post, fps in load_test_predictions(client, refit.info.run_id):
-        row.test_videos.append(VideoPrediction(video_id, y, proba, raw, post, fps))
+    record = RefitRecord.from_run(refit)
+    row.refit_run_id = record.run_id
+    row.threshold = record.threshold
+    row.threshold_rule = record.threshold_rule
+    row.postprocess = record.postprocess
+    row.params = record.head_params or row.params
+    row.test_raw = record.test_raw
+    row.test_post = record.test_post
+    row.search_cpu_seconds = record.compute.get("search_cpu_seconds", math.nan)
+    row.refit_cpu_seconds = record.compute.get("refit_cpu_seconds", math.nan)
+    row.inference_fps = record.compute.get("inference_frames_per_second", math.nan)
+    row.embedding_seconds_per_frame = record.compute.get("embedding_seconds_per_frame", math.nan)
+    row.n_params = int(record.compute.get("n_params", 0))
+    for video in load_test_predictions(client, record.run_id):
+        row.test_videos.append(VideoPrediction(video.video_id, video.y, video.proba, video.raw, video.post, video.fps))
     with tempfile.TemporaryDirectory(prefix="mbr-videos-") as folder:
-        path = client.download_artifacts(refit.info.run_id, f"predictions/{TEST_VIDEOS}", folder)
+        path = client.download_artifacts(record.run_id, prediction_artifact(TEST_VIDEOS), folder)
         row.test_video_scores = {video: float(scores["pr_auc"]) for video, scores in json.loads(
             Path(path).read_text()).items()}
 
@@ -169,26 +180,22 @@ def _log_to_mlflow(tracker: Any, rows: dict[str, list[PairResult]], files: dict[
     """One ``leaderboard`` run per behaviour and invocation, holding that behaviour's files."""
     for behaviour, behaviour_rows in rows.items():
         best = next((r for r in behaviour_rows if r.ok and math.isfinite(r.cv_pr_auc_mean)), None)
-        tags = {"mbr.best_pair": best.pair if best else "", "mbr.threshold_rule": options.refit_settings.threshold_rule}
-        with tracker.result_run(behaviour, "leaderboard", "leaderboard", tags) as run:
+        tags = {TAG_BEST_PAIR: best.pair if best else "", TAG_RULE: options.refit_settings.threshold_rule}
+        with tracker.result_run(behaviour, KIND_LEADERBOARD, "leaderboard", tags) as run:
             for key in ("csv", "markdown", "html"):
                 run.log_artifact(files[key])
             for key, path in files.items():
                 if key.startswith(f"{behaviour}_"):
-                    run.log_artifact(path, "figures")
+                    run.log_artifact(path, FIGURES_DIR)
             if best is not None:
-                metrics = {"best_cv_pr_auc": best.cv_pr_auc_mean, "n_pairs": len(behaviour_rows)}
+                metrics = {BEST_CV_PR_AUC: best.cv_pr_auc_mean, N_PAIRS: len(behaviour_rows)}
                 if "pr_auc" in best.test_raw:
-                    metrics["best_test_pr_auc"] = best.test_raw["pr_auc"]
+                    metrics[BEST_TEST_PR_AUC] = best.test_raw["pr_auc"]
                 run.log_metrics(metrics)
 
 
 def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: SearchProgress) -> dict[str, str]:
     """Make each behaviour's best-CV refit the newest version of ``mbr-bench.<behaviour>``."""
-    from mlflow.exceptions import MlflowException
-
-    from ..bundle import MODEL_ARTIFACT, registered_model_name
-
     client = tracker.client
     registered = {}
     for behaviour, behaviour_rows in rows.items():
@@ -206,7 +213,7 @@ def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: Se
             if latest is None or latest.run_id != best.refit_run_id:
                 source = f"{client.get_run(best.refit_run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
                 latest = client.create_model_version(name, source, run_id=best.refit_run_id,
-                                                     tags={"mbr.pair": best.pair})
+                                                     tags={TAG_PAIR: best.pair})
             registered[behaviour] = f"{name}/{latest.version}"
         except MlflowException as error:  # a store without a model registry: the run id still works
             progress.message(f"could not register {name}: {str(error).splitlines()[0][:160]}; "
@@ -215,6 +222,4 @@ def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: Se
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

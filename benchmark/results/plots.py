@@ -15,8 +15,9 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from .types import PairResult, VideoPrediction, sort_rows
@@ -60,8 +61,6 @@ def _with_test(rows: list[PairResult]) -> list[PairResult]:
 
 def _colours(rows: list[PairResult]) -> dict[str, tuple]:
     """One colour per pair of the ok rows, in sort order: stable across the figures of a behaviour."""
-    from matplotlib import colormaps
-
     pairs = list(dict.fromkeys(row.pair for row in _ok_sorted(rows)))
     cmap = colormaps["tab10" if len(pairs) <= 10 else "tab20"]
     return {pair: cmap(i % cmap.N) for i, pair in enumerate(pairs)}
@@ -272,8 +271,6 @@ def cost_figure(rows: list[PairResult]) -> Figure:
                 markeredgecolor="black", markeredgewidth=1.5, zorder=4)
     ax.set_xscale("log")
     # Plain seconds ("30", "45") rather than "3x10^1" when the costs span less than a decade.
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
     ax.xaxis.set_major_formatter(plain)
     low, high = ax.get_xlim()

@@ -22,9 +22,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ...core.files import write_atomic
+from ...core.jsonio import json_default
+from ..table import format_table
 from .plots import behaviour_figures
 from .types import PairResult, sort_rows
-from ..table import format_table
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "behaviour",
@@ -181,7 +182,7 @@ def _record(row: PairResult) -> dict[str, Any]:
         # 0 is the "unknown" default; a failed pair has no model to count.
         "n_params": _integer(row.n_params) if (row.ok or row.n_params) else None,
         "refit_run_id": row.refit_run_id or None,
-        "params": json.dumps(row.params, sort_keys=True, default=str) if row.params else None,
+        "params": json.dumps(row.params, sort_keys=True, default=json_default) if row.params else None,
     })
     return {column: record[column] for column in LEADERBOARD_COLUMNS}
 
