@@ -9,14 +9,16 @@ ifneq ($(wildcard ../shared/keras_home/models),)
 export KERAS_HOME ?= $(abspath ../shared/keras_home)
 endif
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench lock clean
 
 setup: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml
+# From the lock: every package at the version of constraints.txt, so a new upstream release cannot
+# change the tested environment (`make lock` refreshes the lock).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $@
 
 # The main job on the built-in default: the synthetic open field, small budget, all default pairs,
@@ -26,10 +28,16 @@ demo: setup
 	$(BIN)/mbr-bench leaderboard --study wall_rearing --workdir $(WORKDIR)
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow"
+
+# The import layers of [tool.importlinter] in pyproject.toml (run by `make test` before pytest).
+lint: setup
+	$(BIN)/lint-imports
 
 # Performance suite (tests/bench): ratios measured side by side, saved as pytest-benchmark JSON and
 # turned into bench-results/report.md (with search_efficiency.png). The normal test run skips these
@@ -41,5 +49,18 @@ bench: setup
 		--benchmark-json=bench-results/benchmark.json
 	$(BIN)/python tests/bench/report.py bench-results/benchmark.json bench-results/report.md
 
+# Refresh constraints.txt: resolve .[dev] afresh (no constraints) in a throwaway virtualenv and
+# write its `pip freeze` under the file's header comment. The one command that writes the lock.
+lock:
+	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[dev]"; \
+	sed -n '/^#/!q; p' constraints.txt > "$$tmp/constraints.txt"; \
+	"$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable --exclude pip --exclude setuptools \
+		--exclude wheel --exclude distribute --exclude mbr-bench >> "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt; \
+	echo "constraints.txt: $$(grep -c '==' constraints.txt) pins; run make test to install and test them"
+
 clean:
-	rm -rf $(VENV) $(WORKDIR) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache .grimp_cache .import_linter_cache *.egg-info

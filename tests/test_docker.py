@@ -1,4 +1,4 @@
-"""docker/: the compose file, the images and their pins, read as files (no Docker engine, no network)."""
+"""docker/: the compose file, the images and the lock they install from, read as files (no Docker engine, no network)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -210,29 +209,66 @@ def test_dockerfile_runs_as_non_root(path):
     assert users[-1].split(":")[0] not in ("root", "0"), f"{path.name}: USER {users[-1]}"
 
 
+def dependency_install(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """The Dockerfile's instructions and the index of its dependency install (the first RUN pip install)."""
+    steps = instructions(path)
+    install = next((i for i, (keyword, args) in enumerate(steps) if keyword == "RUN" and "pip install" in args), None)
+    assert install is not None, f"{path.name}: no RUN pip install"
+    return steps, install
+
+
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_installs_dependencies_before_copying_the_code(path):
-    steps = instructions(path)
+    steps, install = dependency_install(path)
     copy_all = next(i for i, (keyword, args) in enumerate(steps)
                     if keyword == "COPY" and args.split()[-2:] == [".", "."])
-    copy_requirements = next(i for i, (keyword, args) in enumerate(steps)
-                             if keyword == "COPY" and "docker/requirements.txt" in args)
-    install = next(i for i, (keyword, args) in enumerate(steps)
-                   if keyword == "RUN" and "pip install" in args and "requirements" in args)
-    assert copy_requirements < install < copy_all
-    # Only the pinned list reaches the dependency layer: no `COPY . .` or pyproject before it.
-    assert not any(keyword in ("COPY", "ADD") and "pyproject" in args for keyword, args in steps[:install])
+    assert install < copy_all, f"{path.name}: the dependency layer must come before COPY . ."
+    # Only what the dependency list is made of reaches the dependency layer: no sources.
+    copied = [args.split()[:-1] for keyword, args in steps[:install] if keyword in ("COPY", "ADD")]
+    sources = {source for sources in copied for source in sources if not source.startswith("--")}
+    assert {"pyproject.toml", "constraints.txt"} <= sources, f"{path.name}: copies {sorted(sources)}"
+    assert sources <= {"pyproject.toml", "constraints.txt", "docker/pyproject_requirements.py"}, sorted(sources)
     after = [args for keyword, args in steps[copy_all:] if keyword == "RUN" and "pip install" in args]
     assert after and all("--no-deps" in args for args in after), f"{path.name}: code install must be --no-deps"
     assert ("ENTRYPOINT", '["mbr-bench"]') in steps
 
 
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_installs_from_the_lock(path):
+    steps, install = dependency_install(path)
+    command = steps[install][1]
+    assert re.search(r"pip install .*(--constraint|-c) constraints\.txt", command), (
+        f"{path.name}: the dependency install does not take constraints.txt")
+    words = shlex.split(command.partition("pyproject_requirements.py")[2].split(">")[0])
+    extras = [word for word in words if not word.startswith("-")]
+    assert {"postgres", "h5"} <= set(extras), f"{path.name}: the image lacks an extra ({extras})"
+    assert "dev" not in extras, f"{path.name}: test tools do not belong in the image"
+    assert "requirements.txt" not in path.read_text().replace("/tmp/requirements.txt", ""), (
+        f"{path.name} still names a requirements file of its own")
+    assert not (DOCKER / "requirements.txt").exists(), "docker/requirements.txt is replaced by constraints.txt"
+
+
+def test_dependency_list_is_pyproject_with_the_image_extras():
+    script = DOCKER / "pyproject_requirements.py"
+    done = subprocess.run([sys.executable, str(script), "postgres", "h5", "--exclude", "tensorflow",
+                           "--pyproject", str(REPO_ROOT / "pyproject.toml")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    names = {normalise(re.split(r"[\s<>=!~;\[(]", line, maxsplit=1)[0]) for line in done.stdout.splitlines()}
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    expected = {normalise(re.split(r"[\s<>=!~;\[(]", d, maxsplit=1)[0])
+                for d in project["dependencies"] + project["optional-dependencies"]["postgres"]
+                + project["optional-dependencies"]["h5"]} - {"tensorflow"}
+    assert names == expected
+    assert all(name in constraint_pins() for name in names), "a requirement of the images is not in the lock"
+
+
 def test_gpu_image_keeps_the_pinned_tensorflow():
-    pins = requirement_pins()
+    pins = constraint_pins()
     tag = next(args for keyword, args in instructions(DOCKER / "Dockerfile.gpu") if keyword == "FROM")
     assert tag == f"tensorflow/tensorflow:{pins['tensorflow']}-gpu"
-    text = (DOCKER / "Dockerfile.gpu").read_text()
-    assert f"tensorflow=={pins['tensorflow']}" in text, "the constraint keeping TensorFlow differs from the pin"
+    steps, install = dependency_install(DOCKER / "Dockerfile.gpu")
+    assert "--exclude tensorflow" in steps[install][1], "pip would be asked for tensorflow again"
+    assert f"tf.__version__ == '{pins['tensorflow']}'" in steps[install][1], "no check that TensorFlow was kept"
 
 
 def find_hadolint() -> str | None:
@@ -252,38 +288,17 @@ def test_hadolint_finds_nothing(path):
                                    for f in findings)
 
 
-# --------------------------------------------------------------------------------- requirements
-def requirement_pins() -> dict[str, str]:
+# ------------------------------------------------------------------------------------ the lock
+def constraint_pins() -> dict[str, str]:
+    """NAME -> VERSION of constraints.txt (tests/test_dependencies.py checks it against pyproject and .venv)."""
     pins = {}
-    for line in (DOCKER / "requirements.txt").read_text().splitlines():
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[\w,-]+\])?==([\w.+!-]+)", line)
-        assert match, f"requirements.txt: {line!r} is not an exact NAME==VERSION pin"
-        pins[normalise(match.group(1))] = match.group(3)
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"constraints.txt: {line!r} is not an exact NAME==VERSION pin"
+            pins[normalise(name)] = version
     return pins
-
-
-def test_requirements_pin_every_pyproject_dependency():
-    pins = requirement_pins()
-    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {normalise(re.split(r"[\s<>=!~;\[(]", dependency, maxsplit=1)[0]) for dependency in dependencies}
-    missing = names - set(pins)
-    assert not missing, f"docker/requirements.txt lacks {sorted(missing)} (see its header to regenerate it)"
-    assert {"psycopg2-binary", "psycopg"} & set(pins), "no PostgreSQL driver for shared stores"
-
-
-def test_requirements_match_the_tested_environment():
-    stale = {}
-    for name, pinned in requirement_pins().items():
-        try:
-            installed = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        if installed != pinned:
-            stale[name] = f"pinned {pinned}, tested with {installed}"
-    assert not stale, f"docker/requirements.txt is stale (see its header to regenerate it): {stale}"
 
 
 # --------------------------------------------------------------------------------- .dockerignore
@@ -291,11 +306,11 @@ def test_dockerignore_keeps_the_context_to_the_sources():
     build = pytest.importorskip("docker.utils.build", reason="the docker SDK (an MLflow dependency) is absent")
     patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    for pattern in (".venv", ".git", "mbr-work", "*.egg-info", "**/.env"):
+    for pattern in (".venv", ".git", "mbr-work", "*.egg-info", "**/.env", ".grimp_cache", ".import_linter_cache"):
         assert pattern in patterns, f".dockerignore lacks {pattern}"
     sent = set(build.exclude_paths(str(REPO_ROOT), patterns))
-    needed = {"pyproject.toml", "README.md", "docker/requirements.txt", "__init__.py", "benchmark/cli.py",
-              "tracking/serve.py", "tracking/runs.py", "core/errors.py"}
+    needed = {"pyproject.toml", "README.md", "constraints.txt", "docker/pyproject_requirements.py", "__init__.py",
+              "benchmark/cli.py", "tracking/serve.py", "tracking/runs.py", "core/errors.py"}
     assert needed <= sent, f"the build context lacks {sorted(needed - sent)}"
     assert any(path.startswith("search_spaces/") and path.endswith(".yaml") for path in sent)
     leaked = [path for path in sent if path.split("/")[0] in (".venv", ".git", "mbr-work")
