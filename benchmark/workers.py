@@ -70,7 +70,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
             optuna.exceptions.StorageInternalError) as error:
         text = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip()
         reason = text.splitlines()[0][:200] if text else type(error).__name__
-        fix = ("install the PostgreSQL driver (pip install 'psycopg[binary]')"
+        fix = ("install the PostgreSQL driver (pip install 'mbr-bench[postgres]')"
                if url.startswith("postgresql") and isinstance(error, ImportError)
                else "pass an RDB URL such as sqlite:////abs/path/optuna.db or postgresql://user:pass@host/db, "
                     "with a reachable server and a writable folder")

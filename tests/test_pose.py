@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import sys
 
 import numpy as np
 import pandas as pd
@@ -239,3 +240,11 @@ def test_file_sha256(tmp_path):
     data = bytes(range(256)) * 9000  # > 1 MiB: more than one chunk
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_h5_without_pytables_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "pose.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "tables", None)  # `import tables` now raises ImportError
+    with pytest.raises(DataError, match=r"pose\.h5: reading DeepLabCut \.h5 pose files needs PyTables; "
+                                        r"pip install 'mbr-bench\[h5\]'"):
+        read_pose(tmp_path / "pose.h5")

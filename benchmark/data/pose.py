@@ -189,6 +189,9 @@ def _read_pose_h5(path: Path, individual: str | None) -> Pose:
     try:
         with pd.HDFStore(path, mode="r") as store:
             keys = [k.lstrip("/") for k in store.keys()]
+    except ImportError:  # pandas reads HDF5 through PyTables, an optional extra
+        raise DataError(f"{path}: reading DeepLabCut .h5 pose files needs PyTables; pip install 'mbr-bench[h5]', "
+                        "or export the pose as CSV") from None
     except Exception as exc:  # noqa: BLE001 - any HDF5/PyTables failure means the same to the user
         raise DataError(f"{path}: cannot open as HDF5 ({type(exc).__name__}: {exc}); re-export the pose") from None
     if "df_with_missing" in keys:
