@@ -58,8 +58,12 @@ TAG_SOURCE_RUN = "mbr.source_run"  # the trial run whose parameters it used
 TAG_RULE = "mbr.threshold_rule"
 TAG_REFIT_VERSION = "mbr.refit_version"
 TAG_REFIT_SEED = "mbr.refit_seed"
+TAG_FINAL = "mbr.final"  # what the refit run deploys: FINAL_ENSEMBLE (the K fold models) or FINAL_REFIT
+# -- tags: how numbers were made (pair, trial and refit runs) ---------------------------------------
+TAG_PROTOCOL = "mbr.protocol"  # how each fold's training length is chosen (see benchmark/search.py)
 
 KIND_PAIR, KIND_TRIAL, KIND_REFIT, KIND_LEADERBOARD = "pair", "trial", "refit", "leaderboard"
+FINAL_ENSEMBLE, FINAL_REFIT = "ensemble", "refit"
 STATE_COMPLETE, STATE_PRUNED, STATE_FAILED = "complete", "pruned", "failed"
 TRIAL_STATES = (STATE_COMPLETE, STATE_PRUNED, STATE_FAILED)
 
@@ -100,10 +104,18 @@ def strip_prefix(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {key[len(prefix):]: value for key, value in metrics.items() if key.startswith(prefix)}
 
 
-CV_PR_AUC_MEAN = CV + "pr_auc_mean"  # the search's objective: mean over folds of per-video PR-AUC
-CV_PR_AUC_STD = CV + "pr_auc_std"
+# The primary accuracy on both sides is the mean over videos of per-video PR-AUC (``pr_auc_mean``:
+# over the held-out videos of the folds for CV, over the test videos for test); PR-AUC of all frames
+# pooled (``pr_auc_pooled``) is secondary on both sides.
+CV_PR_AUC_MEAN = CV + "pr_auc_mean"  # the search's objective
+CV_PR_AUC_STD = CV + "pr_auc_std"  # sample standard deviation over folds
+CV_PR_AUC_SE = CV + "pr_auc_se"  # standard error of the mean over folds
+CV_PR_AUC_POOLED = CV + "pr_auc_pooled"  # out-of-fold frames of all folds pooled
 CV_N_FOLDS = CV + "n_folds"
-CV_SUMMARY = (CV_PR_AUC_MEAN, CV_PR_AUC_STD, CV_N_FOLDS)  # copied onto refit runs
+CV_SUMMARY = (CV_PR_AUC_MEAN, CV_PR_AUC_STD, CV_PR_AUC_SE, CV_PR_AUC_POOLED, CV_N_FOLDS)  # copied onto refit runs
+TEST_PR_AUC_MEAN = TEST + "pr_auc_mean"  # mean over test videos of per-video PR-AUC
+TEST_PR_AUC_POOLED = TEST + "pr_auc_pooled"
+N_TEST_EVALUATIONS = "n_test_evaluations"  # on a leaderboard run: test scorings of this behaviour so far
 DECISION_THRESHOLD = DECISION + "threshold"
 # Keys of `compute/` in use: train_seconds, cpu_seconds, seconds_per_epoch, inference_frames_per_second,
 # peak_rss_mb, n_params, embedding_seconds_per_frame, epochs_total (trials); search_cpu_seconds,
@@ -160,6 +172,8 @@ class TrialRecord:
     state: str | None
     cv_pr_auc_mean: float
     cv_pr_auc_std: float
+    cv_pr_auc_se: float
+    cv_pr_auc_pooled: float
     n_folds: int
     fold_scores: dict[str, float]  # held-out video (or "fold k") -> PR-AUC, in fold order
     fold_epochs: list[int]  # the epoch each fold was scored at, in fold order
@@ -191,6 +205,8 @@ class TrialRecord:
             state=tags.get(TAG_STATE),
             cv_pr_auc_mean=metrics.get(CV_PR_AUC_MEAN, math.nan),
             cv_pr_auc_std=metrics.get(CV_PR_AUC_STD, math.nan),
+            cv_pr_auc_se=metrics.get(CV_PR_AUC_SE, math.nan),
+            cv_pr_auc_pooled=metrics.get(CV_PR_AUC_POOLED, math.nan),
             n_folds=int(metrics.get(CV_N_FOLDS, 0)),
             fold_scores=dict(scores[k] for k in sorted(scores)),
             fold_epochs=[epochs[k] for k in sorted(epochs)],
@@ -216,6 +232,7 @@ class RefitRecord:
     seed: str | None
     test_hash: str | None
     source_run: str | None
+    final: str | None  # FINAL_ENSEMBLE or FINAL_REFIT
 
     @classmethod
     def from_run(cls, run: Any) -> RefitRecord:
@@ -234,4 +251,5 @@ class RefitRecord:
             seed=tags.get(TAG_REFIT_SEED),
             test_hash=tags.get(TAG_TEST_HASH),
             source_run=tags.get(TAG_SOURCE_RUN),
+            final=tags.get(TAG_FINAL),
         )
