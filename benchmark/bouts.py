@@ -70,24 +70,34 @@ def bout_metrics(
         Per threshold t, with XX = round(100 t) on two digits (0.1 -> iou10): bout_tp_iouXX,
         bout_fp_iouXX, bout_fn_iouXX, bout_precision_iouXX, bout_recall_iouXX, bout_f1_iouXX.
         Then n_true_bouts, n_pred_bouts, bout_count_error (n_pred - n_true), mean_bout_true and
-        mean_bout_pred (frames; NaN without bouts), mean_duration_error (pred - true, frames) and,
-        with fps, mean_duration_error_s. All values are floats.
+        mean_bout_pred (frames; NaN without bouts), mean_duration_error and, with fps,
+        mean_duration_error_s. All values are floats.
+
+        mean_duration_error is the mean absolute difference |predicted length - true length|, in
+        frames, over the matched (true, predicted) bout pairs at the lowest IoU threshold; NaN when
+        no pair matches. It is absolute so that a bout predicted too long and another too short
+        add up instead of cancelling: bouts of 10 and 20 frames predicted as 14 and 16 give 4, not
+        0. Unmatched bouts have no length to compare; they count in bout_count_error and the bout
+        recall and precision. The signed difference of the means is mean_bout_pred - mean_bout_true.
     """
     thresholds = _check_thresholds(iou_thresholds)
     if fps is not None and not (isinstance(fps, Real) and not isinstance(fps, bool) and fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     lowest = min(t for _, t in thresholds)
     matched: list[np.ndarray] = []
+    duration_errors: list[np.ndarray] = []
     true_lengths: list[np.ndarray] = []
     pred_lengths: list[np.ndarray] = []
     for yt, yp in _paired_videos(y_true, y_pred):
         true_spans, pred_spans = bout_spans(yt), bout_spans(yp)
         # Greedy matching takes pairs by IoU descending, so its matches at a higher threshold are
         # exactly its matches at the lowest one that reach it: match once, count per threshold.
-        matched.append(_greedy_matches(true_spans, pred_spans, lowest)[2])
+        i, j, iou = _greedy_matches(true_spans, pred_spans, lowest)
+        matched.append(iou)
         true_lengths.append(true_spans[:, 1] - true_spans[:, 0])
         pred_lengths.append(pred_spans[:, 1] - pred_spans[:, 0])
-    ious = np.concatenate(matched)
+        duration_errors.append(np.abs(pred_lengths[-1][j] - true_lengths[-1][i]))
+    ious, abs_errors = np.concatenate(matched), np.concatenate(duration_errors)
     true_len, pred_len = np.concatenate(true_lengths), np.concatenate(pred_lengths)
     n_true, n_pred = true_len.size, pred_len.size
 
@@ -114,7 +124,8 @@ def bout_metrics(
     out["bout_count_error"] = float(n_pred - n_true)
     out["mean_bout_true"] = mean_true
     out["mean_bout_pred"] = mean_pred
-    out["mean_duration_error"] = mean_pred - mean_true  # NaN when either is undefined
+    # Absolute, per matched pair: over- and under-estimated durations must not cancel.
+    out["mean_duration_error"] = float(abs_errors.mean()) if abs_errors.size else math.nan
     if fps is not None:
         out["mean_duration_error_s"] = out["mean_duration_error"] / fps
     return out

@@ -14,10 +14,13 @@ the test score stays an honest estimate of what a user will see.
   rates get comparable windows, by the mean over folds of (frame F1 + bout F1 at IoU 0.5) / 2:
   frame F1 alone barely notices a split bout, bout F1 alone ignores how much of it is covered.
 
-Borders replicate the edge frame: the video is taken to continue as it starts and ends, so a bout
-cut by the start or end of the video is not shrunk. At an edge a window only sees its inner half:
-opening keeps an edge run of at least (size + 1) / 2 frames, and closing fills an edge gap shorter
-than that.
+At the start and end of a video neither step shrinks a bout cut by the edge, and neither invents
+one. Opening takes the video to continue as it starts and ends (borders replicate the edge frame):
+a window there only sees its inner half, so an edge run of at least (size + 1) / 2 frames is kept.
+Closing only fills a gap between two positive runs: a gap touching the start or end of the video is
+never filled, since nothing says a bout lies beyond it (the video is taken to have no behaviour
+outside itself). Neither step can create a positive frame outside the span of the input's positives:
+closing only adds frames between its first and last positive, opening only removes frames.
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ _SCORE_TIE = 1e-12
 def closing(labels, size: int) -> np.ndarray:
     """Dilation then erosion with a flat window of `size` frames: fills gaps shorter than `size`.
 
+    Only a gap between two positive runs is filled. A gap touching the start or end of the video is
+    never filled, whatever its length: the video is closed as if it were preceded and followed by
+    negative frames, so closing never sets a frame before the first positive or after the last one
+    (with replicated borders, `0011111000` closed with size 5 became `1111111000`). Closing never
+    removes a positive either, so a run touching an edge is kept whole.
+
     Args:
         labels: per-frame 0/1 predictions of one video (1-D).
         size: window length in frames, odd and >= 1 (1 leaves the labels unchanged).
@@ -57,14 +66,24 @@ def closing(labels, size: int) -> np.ndarray:
     Returns:
         int8 0/1 array of the same length.
     """
-    return _two_filters(labels, _check_window(size, "closing"), maximum_filter1d, minimum_filter1d)
+    size = _check_window(size, "closing")
+    y = binary_frames(labels, "labels").astype(np.int8)
+    if size == 1 or not y.any():
+        return y
+    # `size` negative frames each side: the dilation of a frame of y reads at most size // 2 frames
+    # past it and the erosion as many again, so neither filter ever reaches a border of the padded
+    # array, and its border mode cannot matter.
+    padded = np.pad(y, size)
+    closed = minimum_filter1d(maximum_filter1d(padded, size, mode="constant", cval=0), size, mode="nearest")
+    return closed[size:-size]
 
 
 def opening(labels, size: int) -> np.ndarray:
     """Erosion then dilation with a flat window of `size` frames: removes runs shorter than `size`.
 
     A run touching the start or end of the video is kept when it is at least (size + 1) / 2
-    frames long, since the video is taken to continue as it ends.
+    frames long, since the video is taken to continue as it ends. Opening never creates a positive:
+    its result is 1 only where the labels are.
 
     Args:
         labels: per-frame 0/1 predictions of one video (1-D).
@@ -77,7 +96,10 @@ def opening(labels, size: int) -> np.ndarray:
 
 
 def _two_filters(labels, size: int, first, second) -> np.ndarray:
-    """`second(first(labels))` with a flat window of `size` frames; the ends are taken to continue."""
+    """`second(first(labels))` with a flat window of `size` frames; the ends are taken to continue.
+
+    Used for opening only: with replicated borders a closing would fill gaps touching an edge.
+    """
     y = binary_frames(labels, "labels").astype(np.int8)
     if size == 1 or y.size == 0:
         return y

@@ -38,7 +38,9 @@ def test_hand_computed_case():
     assert m["bout_precision_iou75"] == m["bout_recall_iou75"] == m["bout_f1_iou75"] == 0.0
     # Counts and durations: true bouts of 4 and 2 frames (mean 3), one predicted bout of 4.
     assert m["n_true_bouts"] == 2.0 and m["n_pred_bouts"] == 1.0 and m["bout_count_error"] == -1.0
-    assert m["mean_bout_true"] == 3.0 and m["mean_bout_pred"] == 4.0 and m["mean_duration_error"] == 1.0
+    assert m["mean_bout_true"] == 3.0 and m["mean_bout_pred"] == 4.0
+    # The duration error compares matched pairs only: [1, 5) and [2, 6) are both 4 frames long.
+    assert m["mean_duration_error"] == 0.0
     assert "mean_duration_error_s" not in m
     assert all(isinstance(v, float) for v in m.values())
 
@@ -53,7 +55,8 @@ def test_default_keys_and_seconds():
     assert m["mean_duration_error"] == 0.0 and m["mean_duration_error_s"] == 0.0
     pred = np.array([0, 1, 1, 1, 1, 1, 1, 1])  # one bout of 7 frames vs bouts of 2 and 4 (mean 3)
     m = bout_metrics(y, pred, fps=10)
-    assert m["mean_duration_error"] == 4.0 and m["mean_duration_error_s"] == pytest.approx(0.4)
+    # [1, 8) matches [4, 8) (IoU 4/7, better than 2/7): |7 - 4| = 3 frames, 0.3 s at 10 fps.
+    assert m["mean_duration_error"] == 3.0 and m["mean_duration_error_s"] == pytest.approx(0.3)
     assert m["bout_count_error"] == -1.0
 
 
@@ -70,9 +73,40 @@ def test_split_prediction():
     assert m["bout_f1_iou10"] == pytest.approx(2 / 3)
     assert m["bout_tp_iou40"] == 1.0
     assert (m["bout_tp_iou50"], m["bout_fp_iou50"], m["bout_fn_iou50"]) == (0.0, 2.0, 1.0)
-    assert m["bout_count_error"] == 1.0 and m["mean_duration_error"] == -6.0
+    # The matched piece [2, 6) is 6 frames shorter than the true bout: absolute, so +6.
+    assert m["bout_count_error"] == 1.0 and m["mean_duration_error"] == 6.0
     # Equal IoU: the tie goes to the earlier predicted start.
     assert match_bouts(bout_spans(y_true), bout_spans(y_pred), 0.1) == [(0, 0)]
+
+
+def test_duration_errors_do_not_cancel():
+    # True bouts [2, 12) and [20, 30), 10 frames each; one predicted 2 frames too long, the other
+    # 2 frames too short. Mean lengths agree (10 and 10): the old signed error would be 0.
+    y_true = np.zeros(40, dtype=int)
+    y_true[2:12] = 1
+    y_true[20:30] = 1
+    y_pred = np.zeros(40, dtype=int)
+    y_pred[1:13] = 1  # 12 frames
+    y_pred[21:29] = 1  # 8 frames
+    m = bout_metrics(y_true, y_pred, fps=4)
+    assert m["mean_bout_true"] == m["mean_bout_pred"] == 10.0  # the signed difference of means: 0
+    assert m["mean_duration_error"] == 2.0 and m["mean_duration_error_s"] == pytest.approx(0.5)
+    # The same across videos: one video over-long, the other over-short, pooled over the pairs.
+    m = bout_metrics([y_true[:16], y_true[16:]], [y_pred[:16], y_pred[16:]])
+    assert m["mean_duration_error"] == 2.0
+    # Unequal errors average: |12 - 10| and |5 - 10| over two pairs.
+    y_pred[21:29] = 0
+    y_pred[22:27] = 1
+    assert bout_metrics(y_true, y_pred)["mean_duration_error"] == pytest.approx(3.5)
+
+
+def test_duration_error_uses_the_lowest_threshold_matches():
+    # A true bout of 10 frames and a prediction of 3 inside it: IoU 0.3, |3 - 10| = 7.
+    y_true = np.array([0] + [1] * 10 + [0])
+    y_pred = np.array([0] * 4 + [1] * 3 + [0] * 5)
+    assert bout_metrics(y_true, y_pred, iou_thresholds=(0.25, 0.5))["mean_duration_error"] == 7.0
+    # Nothing matches at 0.5 alone: no pair to time, NaN (the miss shows in bout recall).
+    assert math.isnan(bout_metrics(y_true, y_pred, iou_thresholds=(0.5,))["mean_duration_error"])
 
 
 def test_one_to_one_highest_iou_wins():

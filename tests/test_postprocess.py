@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 from mbr_bench.core.errors import ConfigError
 from mbr_bench.benchmark.postprocess import (
@@ -58,11 +59,119 @@ def test_edges_are_not_shrunk():
         assert closing(y, size).tolist() == y
     assert opening(y, 3).tolist() == y
     assert opening(y, 5).tolist() == y  # a 3-frame edge run survives size 5: (5 + 1) / 2 = 3 frames
-    # A 1-frame run at the edge is still a blip for size 3; with zero padding closing would shrink y.
+    # A 1-frame run at the edge is still a blip for size 3.
     assert opening([1, 0, 0, 0, 0, 1], 3).tolist() == [0] * 6
-    # The same rule for gaps: closing fills an edge gap shorter than (size + 1) / 2 frames.
-    assert closing([0, 1, 1, 0, 0], 3).tolist() == [1, 1, 1, 0, 0]
+    # Closing never fills a gap touching an edge, however short: no bout is known beyond it.
+    assert closing([0, 1, 1, 0, 0], 3).tolist() == [0, 1, 1, 0, 0]
     assert closing([0, 0, 1, 1, 0, 0], 3).tolist() == [0, 0, 1, 1, 0, 0]
+
+
+def _bits(text: str) -> list[int]:
+    return [int(c) for c in text]
+
+
+def _text(labels) -> str:
+    return "".join(str(int(v)) for v in labels)
+
+
+@pytest.mark.parametrize(
+    ("labels", "size", "expected"),
+    [
+        # Edge gaps, leading and trailing, are never filled (replicated borders gave 1111111000).
+        ("0011111000", 5, "0011111000"),
+        ("0011111000", 9, "0011111000"),
+        ("0110", 3, "0110"),
+        ("0100", 3, "0100"),
+        ("0001", 5, "0001"),
+        ("1000", 5, "1000"),
+        # Interior gaps shorter than the size are filled; a run touching an edge is kept whole.
+        ("1100110000", 5, "1111110000"),
+        ("1100110000", 3, "1111110000"),
+        ("11000110000", 3, "11000110000"),  # a 3-frame gap survives size 3
+        ("0000110011", 5, "0000111111"),
+        ("0101010", 3, "0111110"),
+        ("1010101", 3, "1111111"),
+        ("0100010", 3, "0100010"),  # a 3-frame gap survives size 3 ...
+        ("0100010", 5, "0111110"),  # ... not size 5, and the edge gaps stay
+        ("1000000001", 7, "1000000001"),  # an 8-frame gap survives size 7 ...
+        ("1000000001", 9, "1111111111"),  # ... not size 9
+        # Size 1 leaves the labels unchanged.
+        ("0011111000", 1, "0011111000"),
+        ("0101010", 1, "0101010"),
+        # All zeros, all ones, a single frame.
+        ("00000", 3, "00000"),
+        ("00000", 11, "00000"),
+        ("11111", 3, "11111"),
+        ("11111", 11, "11111"),
+        ("1", 3, "1"),
+        ("0", 5, "0"),
+    ],
+)
+def test_closing_fills_only_gaps_between_bouts(labels, size, expected):
+    out = closing(_bits(labels), size)
+    assert _text(out) == expected
+    assert out.dtype == np.int8 and out.shape == (len(labels),)
+    assert _text(closing(np.array(_bits(labels), dtype=bool), size)) == expected
+
+
+def test_closing_empty_input():
+    for size in (1, 3, 5):
+        out = closing([], size)
+        assert out.size == 0 and out.dtype == np.int8
+        assert opening([], size).size == 0
+
+
+def _closing_with_replicated_borders(labels, size):
+    """The closing before edge gaps were left alone: scipy's filters with mode='nearest'."""
+    y = np.asarray(labels, dtype=np.int8)
+    return minimum_filter1d(maximum_filter1d(y, size, mode="nearest"), size, mode="nearest")
+
+
+def test_closing_properties_on_random_labels():
+    rng = np.random.default_rng(20240607)
+    for _ in range(400):
+        n = int(rng.integers(1, 60))
+        y = (rng.random(n) < rng.uniform(0.05, 0.9)).astype(np.int8)
+        size = int(rng.choice([1, 3, 5, 7, 9, 15]))
+        out = closing(y, size)
+        assert out.dtype == np.int8 and out.shape == y.shape
+        assert np.all(out >= y)  # never removes a positive
+        positive = np.flatnonzero(y)
+        if positive.size == 0:
+            assert not out.any()
+            continue
+        first, last = positive[0], positive[-1]
+        # Never sets a frame before the first positive or after the last one.
+        assert not out[:first].any() and not out[last + 1 :].any()
+        # Strictly between them, the same as the old closing: interior gaps are unchanged.
+        old = _closing_with_replicated_borders(y, size)
+        np.testing.assert_array_equal(out[first + 1 : last], old[first + 1 : last])
+        # A gap between two runs is filled exactly when it is shorter than the size.
+        starts = np.flatnonzero(np.diff(y) == -1) + 1  # first 0 after a run
+        for g0 in starts[starts <= last]:
+            g1 = g0 + np.argmax(y[g0:] == 1)  # next 1
+            assert out[g0:g1].all() == (g1 - g0 < size)
+        # Idempotent: a closed sequence closes to itself.
+        np.testing.assert_array_equal(closing(out, size), out)
+
+
+def test_opening_never_creates_positives_on_random_labels():
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = int(rng.integers(1, 60))
+        y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(np.int8)
+        size = int(rng.choice([1, 3, 5, 7, 9]))
+        out = opening(y, size)
+        assert np.all(out <= y)  # only ever removes frames
+        np.testing.assert_array_equal(opening(out, size), out)
+        # Each run is kept whole or removed whole: kept when at least `size` frames long inside,
+        # (size + 1) / 2 at an edge, always when it is the whole video.
+        ends = np.flatnonzero(np.diff(np.concatenate([[0], y, [0]])))
+        for r0, r1 in zip(ends[::2], ends[1::2], strict=True):
+            edge = r0 == 0 or r1 == n
+            keep = (r1 - r0) >= ((size + 1) // 2 if edge else size) or (r0 == 0 and r1 == n)
+            expected = np.ones(r1 - r0) if keep else np.zeros(r1 - r0)
+            np.testing.assert_array_equal(out[r0:r1], expected)
 
 
 @pytest.mark.parametrize("size", [0, 2, 4, -1, 3.0, True, "3"])
@@ -125,6 +234,31 @@ def test_apply_closes_before_opening():
     assert closing(opening(y, 3), 3).tolist() == [0] * 9
     # min_bout comes last: the joined bout of 3 frames is dropped by min_bout 4.
     assert PostProcess(closing=3, min_bout=4).apply(y).tolist() == [0] * 9
+
+
+def test_postprocess_never_extends_a_bout_to_the_edge():
+    # A bout 2 frames from the start and 3 from the end: the largest closing leaves the edges alone.
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 0])
+    for size in (3, 5, 31):
+        assert PostProcess(closing=size).apply(y).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    # Opening after closing only removes: nothing appears at the edges either.
+    assert PostProcess(closing=31, opening=5).apply(y).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert PostProcess(closing=31, opening=7).apply(y).tolist() == [0] * 11  # the 6-frame bout is short
+
+
+def test_tune_with_bouts_near_the_edges():
+    # Folds whose true bouts start 3 frames in and end 3 frames before the end, predictions with a
+    # hole: closing fills the hole; with replicated borders it also filled the 3 edge frames.
+    y = np.zeros(40, dtype=np.int8)
+    y[3:37] = 1
+    pred = y.copy()
+    pred[10] = pred[25] = 0
+    p = np.where(pred == 1, 0.9, 0.1)
+    chosen, scores = tune_postprocess([y, y], [p, p], threshold=0.5, grid={"closing": [3, 5, 7, 15]})
+    assert chosen == PostProcess(closing=3)
+    assert scores["score_post"] == pytest.approx(1.0)
+    for size in (3, 5, 7, 15):
+        np.testing.assert_array_equal(closing(pred, size), y)
 
 
 # --- threshold ----------------------------------------------------------------------------------
