@@ -105,6 +105,18 @@ def test_image_backbone_on_video_without_pose_needs_tracker_or_full(tiny_dataset
         embed_dataset(dataset, build_backbone("pose", dataset), EmbeddingCache(tmp_path / "c"), progress=False)
 
 
+def test_entry_without_video_or_fps_has_no_frame_rate(tiny_dataset):
+    from dataclasses import replace
+
+    from mbr_bench.benchmark.features.embed import video_fps
+
+    dataset = load_dataset(tiny_dataset(n_frames=20))
+    entry = dataset.videos[0]
+    assert video_fps(entry) == pytest.approx(10.0)  # the video's header
+    with pytest.raises(DataError, match=r"t0\.csv: video 't0' has no video file and no fps; add fps:"):
+        video_fps(replace(entry, video=None, fps=None))  # the manifest refuses it; code may build it
+
+
 def test_cli_embed_json_reports_computed_then_cached(tiny_dataset, tmp_path, capsys):
     path = tiny_dataset(n_frames=20)
     argv = ["embed", "--dataset", str(path), "--backbone", "pose", "mobilenet_v2", "--weights", "none",

@@ -56,6 +56,17 @@ def test_per_frame_length_must_match_video(tmp_path):
         read_labels(path, ["grooming"], n_frames=5)
 
 
+def test_frame_count_source_is_named(tmp_path):
+    # A pose-only entry has no video: its frame count comes from the pose file, and messages say so.
+    path = _write(tmp_path / "l.csv", ["grooming", "0", "1", "0"])
+    with pytest.raises(DataError, match=r"l\.csv: has 3 label rows but its pose file m1\.csv has 5 frames; "
+                                        r"labels need one row per frame$"):
+        read_labels(path, ["grooming"], n_frames=5, source="its pose file m1.csv")
+    intervals = _write(tmp_path / "iv.csv", ["behaviour,start,stop", "grooming,2,12"])
+    with pytest.raises(DataError, match=r"ends at frame 12 but its pose file m1\.csv has 10 frames"):
+        read_labels(intervals, ["grooming"], n_frames=10, source="its pose file m1.csv")
+
+
 def test_values_other_than_0_1(tmp_path):
     path = _write(tmp_path / "l.csv", ["frame,grooming", "0,0", "1,1", "2,2", "3,yes", "4,1"])
     with pytest.raises(

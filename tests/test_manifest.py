@@ -133,3 +133,61 @@ def test_unlabelled_dataset_is_fine_and_says_so(tiny_dataset, capsys):
     assert any(note.startswith("no labels") for note in report.notes)
     assert main(["dataset", "check", str(path)]) == 0
     assert "note: no labels" in capsys.readouterr().out
+
+
+def _drop(index, *keys):
+    def change(manifest):
+        for key in keys:
+            manifest["videos"][index].pop(key, None)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        # Only train videos must have labels: the searches learn from every one of them.
+        (_drop(1, "labels"), ["video 't1' has split: train but no labels",
+                              "add labels: for it, or set split: test or leave split out"]),
+        (_drop(0, "video", "pose"), ["video 't0' has neither a video nor a pose file",
+                                     "add video: (its file), or pose: and fps: for a pose-only entry"]),
+        (_drop(0, "video"), ["video 't0' has a pose file but no video, so its frame rate is unknown",
+                             "add fps: (frames per second of the recording) to it, or add video:"]),
+        (_drop(0, "id"), ["videos[0] has no id", "give it a unique id"]),
+    ],
+)
+def test_manifest_entry_rules(tiny_dataset, capsys, change, fragments):
+    path = _edit(tiny_dataset(), change)
+    with pytest.raises(DataError) as raised:
+        load_dataset(path)
+    assert "\n" not in str(raised.value)
+    _one_line_error(capsys, ["dataset", "check", str(path)], str(path), *fragments)
+
+
+def test_unlabelled_test_video_and_pose_only_entry_load(tiny_dataset):
+    def change(manifest):
+        manifest["videos"][0].pop("video")
+        manifest["videos"][0]["fps"] = 10
+        manifest["videos"].append({"id": "extra", "video": manifest["videos"][2]["video"],
+                                   "pose": manifest["videos"][2]["pose"], "split": "test"})
+
+    dataset = load_dataset(_edit(tiny_dataset(n_frames=30), change))
+    t0 = dataset.video("t0")
+    assert t0.video is None and t0.pose.is_file() and t0.fps == 10.0
+    assert [entry.id for entry in dataset.pose_only] == ["t0"]
+    assert dataset.video("extra").labels is None  # a test video may lack labels
+    report = check_dataset(dataset)
+    assert [(v.id, v.frames, v.resolution) for v in report.videos] == [
+        ("t0", 30, "—"), ("t1", 30, "64x64"), ("t2", 30, "64x64"), ("extra", 30, "64x64")]
+    assert any(note.startswith("pose-only (no video file): t0;") for note in report.notes)
+
+
+def test_pose_only_entry_is_checked_for_the_pose_backbone_parts(tiny_dataset, capsys):
+    def change(manifest):
+        manifest["videos"][0].pop("video")
+        manifest["videos"][0]["fps"] = 10
+        manifest["pose"] = {"heading": ["tail_base", "snout"]}
+
+    path = _edit(tiny_dataset(), change)
+    _one_line_error(capsys, ["dataset", "check", str(path)], "t0.csv: body part 'tail_base' not found",
+                    "set pose.heading in dataset.yaml")

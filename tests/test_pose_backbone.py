@@ -122,7 +122,8 @@ def test_missing_heading_and_centre_parts(backbone):
     pose = _pose()
     with pytest.raises(DataError, match=r"body part 'tail_base' not found; available: snout, .*; set pose\.heading"):
         PoseFeatures(centre=("midbody",), heading=("tail_base", "snout")).embed_pose(pose, fps=30.0)
-    with pytest.raises(DataError, match=r"body part 'centroid' not found; .*set pose\.centre"):
+    # The centre is the manifest's crop.centre (there is no pose.centre key): the message names that.
+    with pytest.raises(DataError, match=r"body part 'centroid' not found; .*set crop\.centre in dataset\.yaml"):
         PoseFeatures(centre=("centroid",)).embed_pose(pose, fps=30.0)
     like = pose.likelihood.copy()
     like[:, PARTS.index("snout")] = 0.1
@@ -135,8 +136,10 @@ def test_settings_validation_and_describe():
         PoseFeatures(weights="imagenet")
     with pytest.raises(ConfigError, match="pose.heading"):
         PoseFeatures(heading=("snout",))
-    with pytest.raises(ConfigError, match="min_likelihood"):
+    with pytest.raises(ConfigError, match=r"crop\.min_likelihood is 1\.5"):
         PoseFeatures(min_likelihood=1.5)
+    with pytest.raises(ConfigError, match=r"crop\.centre is \[\]"):
+        PoseFeatures(centre=[])
     assert PoseFeatures(weights=None).weights_id == PoseFeatures(weights="none").weights_id == "pose-features-v1"
     described = PoseFeatures(centre=("leftear", "rightear"), min_likelihood=0.3).describe()
     assert described == {

@@ -82,7 +82,7 @@ class PoseFeatures(PoseBackbone):
                 f"backbone 'pose' got weights={weights!r}; pose features have no weights, "
                 "leave weights unset or 'none'"
             )
-        self.centre = _as_parts(centre, "pose.centre")
+        self.centre = _as_parts(centre, "crop.centre")
         heading_parts = _as_parts(heading, "pose.heading")
         if len(heading_parts) != 2 or heading_parts[0] == heading_parts[1]:
             raise ConfigError(
@@ -93,9 +93,9 @@ class PoseFeatures(PoseBackbone):
         try:
             self.min_likelihood = float(min_likelihood)
         except (TypeError, ValueError):
-            raise ConfigError(f"pose.min_likelihood is {min_likelihood!r}; give a number between 0 and 1") from None
+            raise ConfigError(f"crop.min_likelihood is {min_likelihood!r}; give a number between 0 and 1") from None
         if not 0.0 <= self.min_likelihood <= 1.0:
-            raise ConfigError(f"pose.min_likelihood is {min_likelihood}; give a number between 0 and 1")
+            raise ConfigError(f"crop.min_likelihood is {min_likelihood}; give a number between 0 and 1")
 
     @property
     def weights_id(self) -> str:
@@ -120,10 +120,10 @@ class PoseFeatures(PoseBackbone):
         """(n_frames, output_dim_for(pose.bodyparts)) float32, finite, deterministic."""
         if not (isinstance(fps, (int, float, np.number)) and np.isfinite(fps) and fps > 0):
             raise ConfigError(f"{pose.path}: fps is {fps!r}; set a positive fps for this video in dataset.yaml")
-        centre_idx = require_parts(pose, self.centre, "pose.centre")
+        centre_idx = require_parts(pose, self.centre, "crop.centre")
         back_idx, front_idx = require_parts(pose, self.heading, "pose.heading (back part, front part)")
         cleaned = clean_pose(pose, self.min_likelihood)
-        require_tracked(pose, cleaned, centre_idx, "pose.centre", self.min_likelihood)
+        require_tracked(pose, cleaned, centre_idx, "crop.centre", self.min_likelihood)
         require_tracked(pose, cleaned, (back_idx, front_idx), "pose.heading", self.min_likelihood)
 
         # A part never tracked in this video stays NaN here and contributes zeros at the end.

@@ -2,11 +2,14 @@
 
 The first problem found stops the check with a DataError (file, problem, fix); softer findings
 (a behaviour absent from a training video, a lying container header) come back as warnings.
+A pose-only entry (no video file) is checked from its pose file: frames = pose rows, fps from the
+manifest, the body parts the pose backbone needs, and labels of the same length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -14,8 +17,11 @@ from tqdm.auto import tqdm
 from ...core.errors import DataError
 from .labels import bout_spans, label_names, read_labels
 from .manifest import Dataset, VideoEntry
-from .pose import centre_track, read_pose
+from .pose import centre_track, clean_pose, read_pose, require_parts, require_tracked
 from .video import count_frames, probe_video
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,19 @@ class VideoReport:
     split: str | None
     frames: int
     fps: float
-    width: int
-    height: int
+    width: int | None  # None for a pose-only entry (no video file)
+    height: int | None
     bodyparts: tuple[str, ...]
     behaviours: dict[str, BehaviourStats]
+
+    @property
+    def has_video(self) -> bool:
+        return self.width is not None
+
+    @property
+    def resolution(self) -> str:
+        """'640x480', or '—' for a pose-only entry."""
+        return f"{self.width}x{self.height}" if self.width is not None else "—"
 
 
 @dataclass
@@ -59,6 +74,8 @@ def behaviour_stats(y: np.ndarray) -> BehaviourStats:
 
 
 def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> VideoReport:
+    if entry.video is None:
+        return _check_pose_only(dataset, entry, report)
     info = probe_video(entry.video)
     frames = count_frames(entry.video)
     if frames != info.n_frames:
@@ -99,26 +116,63 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
             if truncated and _fits(entry, dataset, info.n_frames, fps):
                 raise _truncated_video(entry, info.n_frames, frames, entry.labels, "label rows") from None
             raise
-        unknown = [name for name in label_names(entry.labels) if name not in dataset.behaviours]
-        if unknown:
-            raise DataError(
-                f"{entry.labels}: unknown behaviour(s) {unknown}; declared in {dataset.path.name}: "
-                f"{list(dataset.behaviours)}; add them to behaviours or remove the column(s)"
-            )
-        if len(labels) != frames:
-            raise DataError(
-                f"{entry.labels}: frame-count mismatch for video '{entry.id}': video {frames}, labels {len(labels)}; "
-                "label exactly one row per video frame"
-            )
-        for behaviour in dataset.behaviours:
-            stats[behaviour] = behaviour_stats(labels[behaviour].to_numpy())
-            if entry.split == "train" and stats[behaviour].positives == 0:
-                report.warnings.append(
-                    f"{entry.labels}: behaviour '{behaviour}' has no positive frame in training video '{entry.id}'; "
-                    "its leave-one-video-out fold cannot be scored, so `mbr-bench run` stops unless "
-                    "--allow-empty-folds: label that behaviour in it or move it to split: test"
-                )
+        stats = _label_stats(dataset, entry, labels, frames, "video", report)
     return VideoReport(entry.id, entry.split, frames, fps, info.width, info.height, bodyparts, stats)
+
+
+def _check_pose_only(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> VideoReport:
+    """An entry without a video: its pose file sets the frame count; only the pose backbone embeds it."""
+    # load_dataset refuses both cases; a Dataset built in code may not.
+    if entry.pose is None:
+        raise DataError(f"{dataset.path}: video '{entry.id}' has neither a video nor a pose file; "
+                        "add video: (its file), or pose: and fps: for a pose-only entry")
+    if entry.fps is None:
+        raise DataError(
+            f"{dataset.path}: video '{entry.id}' has no video file and no fps; "
+            "add fps: (frames per second of the recording) to it"
+        )
+    pose = read_pose(entry.pose, individual=dataset.individual)
+    frames = pose.n_frames
+    # The pose backbone centres on crop.centre and turns into the heading (back, front): name a
+    # missing or never-tracked part now rather than in the middle of a run.
+    centre_track(pose, dataset.crop.centre, dataset.crop.min_likelihood)
+    heading = require_parts(pose, dataset.heading, "pose.heading")
+    require_tracked(pose, clean_pose(pose, dataset.crop.min_likelihood), heading, "pose.heading",
+                    dataset.crop.min_likelihood)
+    stats: dict[str, BehaviourStats] = {}
+    if entry.labels is not None:
+        labels = read_labels(entry.labels, dataset.behaviours, n_frames=frames, fps=entry.fps,
+                             source=f"its pose file {entry.pose.name}")
+        stats = _label_stats(dataset, entry, labels, frames, "pose", report)
+    return VideoReport(entry.id, entry.split, frames, entry.fps, None, None, pose.bodyparts, stats)
+
+
+def _label_stats(
+    dataset: Dataset, entry: VideoEntry, labels: pd.DataFrame, frames: int, counted_by: str, report: DatasetReport
+) -> dict[str, BehaviourStats]:
+    """Per-behaviour statistics of an entry's labels; DataError on unknown behaviours or a length mismatch."""
+    assert entry.labels is not None
+    unknown = [name for name in label_names(entry.labels) if name not in dataset.behaviours]
+    if unknown:
+        raise DataError(
+            f"{entry.labels}: unknown behaviour(s) {unknown}; declared in {dataset.path.name}: "
+            f"{list(dataset.behaviours)}; add them to behaviours or remove the column(s)"
+        )
+    if len(labels) != frames:
+        raise DataError(
+            f"{entry.labels}: frame-count mismatch for video '{entry.id}': {counted_by} {frames}, "
+            f"labels {len(labels)}; label exactly one row per {'video frame' if counted_by == 'video' else 'pose row'}"
+        )
+    stats: dict[str, BehaviourStats] = {}
+    for behaviour in dataset.behaviours:
+        stats[behaviour] = behaviour_stats(labels[behaviour].to_numpy())
+        if entry.split == "train" and stats[behaviour].positives == 0:
+            report.warnings.append(
+                f"{entry.labels}: behaviour '{behaviour}' has no positive frame in training video '{entry.id}'; "
+                "its leave-one-video-out fold cannot be scored, so `mbr-bench run` stops unless "
+                "--allow-empty-folds: label that behaviour in it or move it to split: test"
+            )
+    return stats
 
 
 def _truncated_video(entry: VideoEntry, n_header: int, frames: int, other, what: str) -> DataError:  # noqa: ANN001
@@ -151,4 +205,10 @@ def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
     unlabelled = [entry.id for entry in dataset.videos if entry.labels is None]
     if dataset.labelled and unlabelled:
         report.notes.append(f"videos without labels (embedded, not used by searches): {', '.join(unlabelled)}")
+    pose_only = [entry.id for entry in dataset.pose_only]
+    if pose_only:
+        report.notes.append(
+            f"pose-only (no video file): {', '.join(pose_only)}; only the pose backbone can embed "
+            f"{'these' if len(pose_only) > 1 else 'it'} (--backbones pose)"
+        )
     return report

@@ -36,6 +36,7 @@ def read_labels(
     behaviours: Sequence[str],
     n_frames: int | None = None,
     fps: float | None = None,
+    source: str = "the video",
 ) -> pd.DataFrame:
     """Per-frame labels: a DataFrame indexed 0..T-1 (name 'frame'), one int8 0/1 column per behaviour.
 
@@ -45,8 +46,9 @@ def read_labels(
     times in seconds, `fps`: frame i (shown at time i / fps) is labelled when start <= i / fps < stop.
     Interval frames are [start, stop) with stop exclusive; overlapping intervals are merged. A
     requested behaviour with no interval in an interval file is all 0 (no bout in this video),
-    unless the file names it with different capitalisation, which is an error. Raises DataError
-    with a one-line message naming the file, the problem and the fix.
+    unless the file names it with different capitalisation, which is an error. `source` names what
+    `n_frames` was counted from in messages ("the video", or e.g. "its pose file m1.csv" for a
+    pose-only entry). Raises DataError with a one-line message naming the file, the problem and the fix.
     """
     path = Path(path)
     wanted = _check_behaviours(behaviours)
@@ -54,13 +56,13 @@ def read_labels(
     if kind == "dlc":
         frame = _read_dlc(path, wanted)
     elif kind == "interval":
-        frame = _read_intervals(path, header, wanted, n_frames, fps)
+        frame = _read_intervals(path, header, wanted, n_frames, fps, source)
     else:
         frame = _read_per_frame(path, header, wanted)
     if n_frames is not None and kind != "interval" and len(frame) != n_frames:
         raise DataError(
-            f"{path}: has {len(frame)} label rows but the video has {n_frames} frames; "
-            "labels need one row per video frame"
+            f"{path}: has {len(frame)} label rows but {source} has {n_frames} frames; "
+            f"labels need one row per {'video frame' if source == 'the video' else 'frame'}"
         )
     return frame
 
@@ -264,7 +266,8 @@ def _read_dlc(path: Path, wanted: list[str]) -> pd.DataFrame:
 
 
 def _read_intervals(
-    path: Path, header: list[str], wanted: list[str], n_frames: int | None, fps: float | None
+    path: Path, header: list[str], wanted: list[str], n_frames: int | None, fps: float | None,
+    source: str = "the video",
 ) -> pd.DataFrame:
     if n_frames is None:
         raise DataError(
@@ -305,7 +308,7 @@ def _read_intervals(
         first, last = _to_frames(path, start, stop, unit, fps, line)
         if last > n_frames:
             raise DataError(
-                f"{path}: line {line} ('{name}') ends at frame {last} but the video has {n_frames} frames "
+                f"{path}: line {line} ('{name}') ends at frame {last} but {source} has {n_frames} frames "
                 f"(stop is exclusive, so at most {n_frames}); fix the interval or the video's fps/length"
             )
         columns[name][first:last] = 1  # setting 1 twice merges overlapping intervals

@@ -10,10 +10,17 @@ videos:
     video: videos/m1.mp4          # paths are relative to this file
     pose: poses/m1_dlc.csv        # optional (DLC CSV or H5)
     labels: labels/m1.csv         # optional (per-frame CSV, DLC CSV + behaviour columns, interval CSV)
-    split: train                  # train | test; required when the video has labels
+    split: train                  # train | test; required with labels, and train needs labels
     fps: 10                       # optional; default: the video's own
+  - id: m2                        # pose-only: the video is archived, its DeepLabCut output is not
+    pose: poses/m2_dlc.csv        # one row per frame of the recording
+    labels: labels/m2.csv
+    split: train
+    fps: 30                       # required without a video
 ```
-Loading checks structure and that every named file exists; `check.py` reads the files.
+A video entry needs a video, or a pose file and fps (pose-only: only the `pose` backbone can embed
+it, frame count = pose rows). Loading checks structure and that every named file exists;
+`check.py` reads the files.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ _POSE_KEYS = {"heading", "individual"}
 @dataclass(frozen=True)
 class VideoEntry:
     id: str
-    video: Path
+    video: Path | None  # None: a pose-only entry (pose and fps are then set)
     pose: Path | None = None
     labels: Path | None = None
     split: str | None = None
@@ -67,6 +74,11 @@ class Dataset:
     def labelled(self) -> bool:
         return any(entry.labels is not None for entry in self.videos)
 
+    @property
+    def pose_only(self) -> tuple[VideoEntry, ...]:
+        """The entries without a video file (only the pose backbone can embed them)."""
+        return tuple(entry for entry in self.videos if entry.video is None)
+
 
 def _fail(path: Path, problem: str, fix: str) -> DataError:
     return DataError(f"{path}: {problem}; {fix}")
@@ -93,26 +105,37 @@ def _video_entry(manifest: Path, index: int, raw: Any) -> VideoEntry:
     unknown = set(raw) - _VIDEO_KEYS
     if unknown:
         raise _fail(manifest, f"{where} has unknown key(s) {sorted(unknown)}", f"use only {sorted(_VIDEO_KEYS)}")
-    if "id" not in raw or "video" not in raw:
-        raise _fail(manifest, f"{where} needs an id and a video", "add both keys")
+    if raw.get("id") is None or raw.get("id") == "":
+        raise _fail(manifest, f"{where} has no id", "give it a unique id: (and a video:, or pose: with fps:)")
     video_id = str(raw["id"])
     where = f"video '{video_id}'"
     split = raw.get("split")
     if split is not None and split not in SPLITS:
         raise _fail(manifest, f"{where} has split {split!r}", "use split: train or split: test")
     fps = raw.get("fps")
-    if fps is not None and (not isinstance(fps, (int, float)) or fps <= 0):
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0):
         raise _fail(manifest, f"{where} has fps {fps!r}", "give a positive number or leave fps out")
+    has_video, has_pose = raw.get("video") is not None, raw.get("pose") is not None
+    if not has_video and not has_pose:
+        raise _fail(manifest, f"{where} has neither a video nor a pose file",
+                    "add video: (its file), or pose: and fps: for a pose-only entry")
+    if not has_video and fps is None:
+        raise _fail(manifest, f"{where} has a pose file but no video, so its frame rate is unknown",
+                    "add fps: (frames per second of the recording) to it, or add video:")
     entry = VideoEntry(
         id=video_id,
-        video=_resolve(manifest, f"{where} video", raw["video"]),
-        pose=_resolve(manifest, f"{where} pose", raw["pose"]) if raw.get("pose") else None,
-        labels=_resolve(manifest, f"{where} labels", raw["labels"]) if raw.get("labels") else None,
+        video=_resolve(manifest, f"{where} video", raw["video"]) if has_video else None,
+        pose=_resolve(manifest, f"{where} pose", raw["pose"]) if has_pose else None,
+        labels=_resolve(manifest, f"{where} labels", raw["labels"]) if raw.get("labels") is not None else None,
         split=split,
         fps=float(fps) if fps is not None else None,
     )
     if entry.labels is not None and entry.split is None:
         raise _fail(manifest, f"{where} has labels but no split", "add split: train or split: test")
+    if entry.split == "train" and entry.labels is None:
+        # The searches train and score on every train video: without labels there is nothing to learn.
+        raise _fail(manifest, f"{where} has split: train but no labels",
+                    "add labels: for it, or set split: test or leave split out to embed it without training on it")
     return entry
 
 

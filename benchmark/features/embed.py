@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ...core.errors import DataError
 from ...core.hashing import content_hash
-from ..backbones.base import Backbone, ImageBackbone, PoseBackbone
+from ..backbones.base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
 from ..data.crops import CropSettings, iter_crops, track_centroids
 from ..data.manifest import Dataset, VideoEntry
 from ..data.pose import centre_track, read_pose
@@ -51,25 +51,63 @@ class EmbedResult:
 
 def video_fps(entry: VideoEntry) -> float:
     """The manifest's frame rate for a video, else the one in the video's header."""
-    return float(entry.fps or probe_video(entry.video).fps)
+    if entry.fps:
+        return float(entry.fps)
+    if entry.video is None:  # the manifest refuses this; an entry built in code may not
+        raise DataError(f"{entry.pose}: video '{entry.id}' has no video file and no fps; "
+                        "add fps: (frames per second of the recording) to it in dataset.yaml")
+    return float(probe_video(entry.video).fps)
 
 
 def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings) -> CacheKey:
     """What the embedding of `entry` depends on, and nothing more."""
     fields: dict[str, Any] = {"backbone": backbone.describe()}
     if isinstance(backbone, PoseBackbone):
+        # The video is not read: a pose-only entry (no video file) has the same key as one with it.
         fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "the pose backbone"))
         fields["individual"] = dataset.individual
         # Speeds are per second; the probed rate when the manifest gives none, so a video predicted
         # later (whose entry always carries the probed rate) finds this embedding.
         fields["fps"] = video_fps(entry)
     else:
-        fields["video_sha256"] = content_hash(entry.video)
+        fields["video_sha256"] = content_hash(_require_video(dataset, entry, backbone.name))
         fields["crop"] = crop.key()
         if crop.mode == "pose":
             fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "crop.mode pose"))
             fields["individual"] = dataset.individual
     return CacheKey(entry.id, fields)
+
+
+def require_inputs(
+    dataset: Dataset, backbone: Backbone | str, video_ids: list[str] | None = None, crop: CropSettings | None = None
+) -> None:
+    """DataError naming the first listed video (default: all) that `backbone` cannot embed.
+
+    An image backbone needs each video's file (and its pose file with crop.mode pose); the pose
+    backbone needs each pose file. Reads no file: call it before any work, so that a pose-only
+    entry stops a run before other videos or backbones are embedded or searched. `backbone` may
+    be a registered name.
+    """
+    crop = crop or dataset.crop
+    name = backbone if isinstance(backbone, str) else backbone.name
+    kind = BACKBONES.kind_of(backbone) if isinstance(backbone, str) else backbone.kind
+    entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
+    for entry in entries:
+        if kind == "pose":
+            _require_pose(dataset, entry, "the pose backbone")
+        else:
+            _require_video(dataset, entry, name)
+            if crop.mode == "pose":
+                _require_pose(dataset, entry, "crop.mode pose")
+
+
+def _require_video(dataset: Dataset, entry: VideoEntry, backbone_name: str) -> Path:
+    if entry.video is None:
+        raise DataError(
+            f"{dataset.path}: video '{entry.id}' has no video file, which backbone {backbone_name} needs; "
+            "add video: for it in dataset.yaml, or use the pose backbone (run --backbones pose)"
+        )
+    return entry.video
 
 
 def _require_pose(dataset: Dataset, entry: VideoEntry, needed_by: str) -> Path:
@@ -192,6 +230,7 @@ def embed_video(
         info: dict[str, Any] = {}
         if isinstance(backbone, PoseBackbone):
             pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
+            # A pose-only entry (no video file) has as many frames as its pose file has rows.
             if entry.video is not None and entry.video.exists():
                 n_video = probe_video(entry.video).n_frames
                 if n_video != pose.n_frames:  # labels follow the video: features must too
@@ -206,7 +245,7 @@ def embed_video(
                 _timing(info, started, shape[0], batch_size)
         else:
             assert isinstance(backbone, ImageBackbone)
-            n_frames = probe_video(entry.video).n_frames
+            n_frames = probe_video(_require_video(dataset, entry, backbone.name)).n_frames
             shape = (n_frames, backbone.output_dim)
             with cache.writer(key, shape, info) as out, tqdm(
                 total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
@@ -254,8 +293,12 @@ def embed_dataset(
     video_ids: list[str] | None = None,
     progress: bool = True,
 ) -> list[EmbedResult]:
-    """Embed the listed videos (default: all) and return one result per video."""
+    """Embed the listed videos (default: all) and return one result per video.
+
+    Every listed video is checked to have the files `backbone` needs before any is embedded.
+    """
     entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
+    require_inputs(dataset, backbone, [entry.id for entry in entries], crop)
     return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress) for entry in entries]
 
 
