@@ -19,7 +19,7 @@ from mbr_bench.benchmark.results.plots import (
     per_video_figure,
     pr_curves_figure,
 )
-from mbr_bench.benchmark.results.types import PairResult, VideoPrediction
+from mbr_bench.benchmark.results.types import PairResult, VideoPrediction, fill_statistics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,12 +100,16 @@ def test_pareto_front_by_hand():
 def test_pr_curves_in_cv_order_with_operating_points(rows):
     figure = pr_curves_figure(rows)
     ax = figure.axes[0]
-    assert "grooming" in ax.get_title()
+    assert "grooming" in ax.get_title() and "pooled" in ax.get_title()
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    curves = [label for label in labels if "(AP " in label]
+    curves = [label for label in labels if "(pooled AP " in label]
     # CV order, never test order; the failed pair is absent.
-    assert [c.split(" (AP")[0] for c in curves] == ["resnet+tcn", "pose+lstm", "mobilenet+mlp"]
-    assert all(re_ap.endswith(")") and float(re_ap.split("AP ")[1][:-1]) > 0 for re_ap in curves)
+    assert [c.split(" (pooled AP")[0] for c in curves] == ["resnet+tcn", "pose+lstm", "mobilenet+mlp"]
+    # The legend's AP is the board's pooled test PR-AUC (not the per-video mean).
+    fill_statistics(rows)
+    ok = [rows[1], rows[0], rows[2]]
+    assert [float(c.split("AP ")[1][:-1]) for c in curves] == pytest.approx(
+        [row.test_pr_auc_pooled for row in ok], abs=5e-4)
     assert any(label.startswith("positive rate") for label in labels)
     # One operating point per pair: a single-point line at the raw labels' precision/recall.
     best = rows[1]
@@ -154,6 +158,15 @@ def test_per_video_cv_then_test(rows):
     texts = {t.get_text() for t in ax.texts}
     assert {"CV folds", "test"} <= texts
     figure_png(figure)
+
+
+def test_per_video_test_points_average_to_the_board_number(rows):
+    fill_statistics(rows)
+    ax = per_video_figure(rows).axes[0]
+    line = next(line for line in ax.get_lines() if line.get_label() == "resnet+tcn")
+    xs, ys = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    test_points = ys[xs > 2.5]  # slots 3 and 4: t1, t2
+    assert len(test_points) == 2 and test_points.mean() == pytest.approx(rows[1].test_pr_auc_mean)
 
 
 def test_ethogram_defaults_to_best_cv_row_first_video(rows):

@@ -15,6 +15,7 @@ from mlflow.entities import Run
 from ..core.stores import default_artifact_root, default_tracking_uri, sqlite_path  # noqa: F401  (re-exported)
 from .schema import (
     KIND_PAIR,
+    KIND_REFIT,
     KIND_TRIAL,
     OUT_OF_FOLD_FILE,
     PARAMS_FILE,
@@ -104,3 +105,16 @@ def trial_predictions(client: MlflowClient, run_id: str) -> list[tuple[str, np.n
         with np.load(path) as data:
             folds = sorted(int(key[2:]) for key in data.files if key.startswith("y_"))
             return [(str(data[f"video_{k}"]), data[f"y_{k}"], data[f"proba_{k}"]) for k in folds]
+
+
+def count_test_evaluations(client: MlflowClient, behaviour: str) -> int:
+    """How many times a behaviour's test set has been scored: its FINISHED refit runs (each refit
+    scores the test videos once), over every pair and every invocation; 0 without an experiment."""
+    experiment = client.get_experiment_by_name(experiment_name(behaviour))
+    if experiment is None:
+        return 0
+    return len(search_all(
+        client,
+        [experiment.experiment_id],
+        f"tags.`{TAG_KIND}` = '{KIND_REFIT}' and attributes.status = 'FINISHED'",
+    ))

@@ -5,7 +5,9 @@ refits the pairs whose best trial has no current refit, and writes the board as 
 CSV, Markdown, one self-contained HTML page and PNG figures, also logged to a ``leaderboard`` run
 of each behaviour's experiment. The pair with the best CV score (never the best test score) is
 registered as MLflow model ``mbr-bench.<behaviour>``, so `mbr-bench predict --model
-mbr-bench.<behaviour>` always means "the model this board recommends".
+mbr-bench.<behaviour>` always means "the model this board recommends". Each refit run scores the
+test videos once; the board counts them (`N_TEST_EVALUATIONS`), so a reader knows how often the
+test set has been looked at.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from ...core.errors import ConfigError, MbrError
 from ...core.stores import default_tracking_uri
-from ...tracking.queries import pair_runs, trial_runs
+from ...tracking.queries import count_test_evaluations, pair_runs, trial_runs
 from ...tracking.runs import Tracker
 from ...tracking.schema import (
     BEST_CV_PR_AUC,
@@ -34,6 +36,7 @@ from ...tracking.schema import (
     KIND_LEADERBOARD,
     MODEL_ARTIFACT,
     N_PAIRS,
+    N_TEST_EVALUATIONS,
     TAG_BACKBONE,
     TAG_BEHAVIOUR,
     TAG_BEST_PAIR,
@@ -51,7 +54,7 @@ from ..features.cache import EmbeddingCache, default_cache_dir
 from ..progress import SearchProgress
 from .refit import NoResult, RefitSettings, best_trial, find_refit, load_test_predictions, refit_pair
 from .report import write_report
-from .types import PairResult, VideoPrediction, sort_rows
+from .types import PairResult, VideoPrediction, fill_statistics, sort_rows
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Leaderboard:
     rows: dict[str, list[PairResult]]  # behaviour -> rows, best CV first
     files: dict[str, Path]
     registered: dict[str, str]  # behaviour -> "name/version"
+    test_evaluations: dict[str, int] = field(default_factory=dict)  # behaviour -> test scorings so far
 
 
 def studied_behaviours(client: Any, study: str, tracking_uri: str) -> list[str]:
@@ -97,20 +101,23 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     behaviours = studied_behaviours(tracker.client, options.study, uri)
     cache = EmbeddingCache(default_cache_dir(options.workdir))
     rows: dict[str, list[PairResult]] = {}
+    test_evaluations: dict[str, int] = {}
     for behaviour in behaviours:
         pairs = pair_runs(tracker.client, behaviour)
         results = [_pair_result(tracker, pair, options, cache, progress) for pair in pairs]
-        rows[behaviour] = sort_rows(results)
+        rows[behaviour] = sort_rows(fill_statistics(results))
+        # After this invocation's refits: every FINISHED refit run scored the test videos once.
+        test_evaluations[behaviour] = count_test_evaluations(tracker.client, behaviour)
 
     out_dir = options.out_dir or options.workdir / "leaderboard"
     meta = {"tracking store": uri, "written": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.node()} · {platform.machine()} · {_cpu_count()} CPU cores",
             "threshold rule": options.refit_settings.threshold_rule,
-            "sorted by": "CV PR-AUC (test scores are reported, never used to choose)"}
-    files = write_report(rows, out_dir, meta=meta)
-    _log_to_mlflow(tracker, rows, files, options)
+            "sorted by": "CV per-video PR-AUC (test scores are reported, never used to choose)"}
+    files = write_report(rows, out_dir, meta=meta, test_evaluations=test_evaluations)
+    _log_to_mlflow(tracker, rows, files, options, test_evaluations)
     registered = _register_best(tracker, rows, progress) if options.register else {}
-    return Leaderboard(rows, files, registered)
+    return Leaderboard(rows, files, registered, test_evaluations)
 
 
 def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: Any,
@@ -147,6 +154,8 @@ def _fill_search(row: PairResult, best: Any) -> None:
     record = TrialRecord.from_run(best)
     row.cv_pr_auc_mean = record.cv_pr_auc_mean
     row.cv_pr_auc_std = record.cv_pr_auc_std
+    row.cv_pr_auc_se = record.cv_pr_auc_se  # NaN on older runs: `fill_statistics` takes it from the folds
+    row.cv_pr_auc_pooled = record.cv_pr_auc_pooled
     row.cv_n_folds = record.n_folds
     row.best_trial = record.trial
     row.params = dict(record.params)
@@ -160,8 +169,13 @@ def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
     row.threshold_rule = record.threshold_rule
     row.postprocess = record.postprocess
     row.params = record.head_params or row.params
+    row.final = record.final
     row.test_raw = record.test_raw
     row.test_post = record.test_post
+    # Logged by the refit; older refits logged only the pooled "pr_auc": `fill_statistics` then
+    # computes both from the per-video scores and predictions read below.
+    row.test_pr_auc_mean = record.test_raw.get("pr_auc_mean", math.nan)
+    row.test_pr_auc_pooled = record.test_raw.get("pr_auc_pooled", math.nan)
     row.search_cpu_seconds = record.compute.get("search_cpu_seconds", math.nan)
     row.refit_cpu_seconds = record.compute.get("refit_cpu_seconds", math.nan)
     row.inference_fps = record.compute.get("inference_frames_per_second", math.nan)
@@ -176,8 +190,12 @@ def _fill_refit(row: PairResult, client: Any, refit: Any) -> None:
 
 
 def _log_to_mlflow(tracker: Any, rows: dict[str, list[PairResult]], files: dict[str, Path],
-                   options: LeaderboardOptions) -> None:
-    """One ``leaderboard`` run per behaviour and invocation, holding that behaviour's files."""
+                   options: LeaderboardOptions, test_evaluations: dict[str, int]) -> None:
+    """One ``leaderboard`` run per behaviour and invocation, holding that behaviour's files.
+
+    Its metrics: the best pair's CV and test per-video PR-AUC, the number of pairs, and how many
+    times the behaviour's test set has been scored so far (`N_TEST_EVALUATIONS`).
+    """
     for behaviour, behaviour_rows in rows.items():
         best = next((r for r in behaviour_rows if r.ok and math.isfinite(r.cv_pr_auc_mean)), None)
         tags = {TAG_BEST_PAIR: best.pair if best else "", TAG_RULE: options.refit_settings.threshold_rule}
@@ -187,11 +205,12 @@ def _log_to_mlflow(tracker: Any, rows: dict[str, list[PairResult]], files: dict[
             for key, path in files.items():
                 if key.startswith(f"{behaviour}_"):
                     run.log_artifact(path, FIGURES_DIR)
+            metrics = {N_TEST_EVALUATIONS: float(test_evaluations.get(behaviour, 0))}
             if best is not None:
-                metrics = {BEST_CV_PR_AUC: best.cv_pr_auc_mean, N_PAIRS: len(behaviour_rows)}
-                if "pr_auc" in best.test_raw:
-                    metrics[BEST_TEST_PR_AUC] = best.test_raw["pr_auc"]
-                run.log_metrics(metrics)
+                metrics.update({BEST_CV_PR_AUC: best.cv_pr_auc_mean, N_PAIRS: len(behaviour_rows)})
+                if math.isfinite(best.test_pr_auc_mean):
+                    metrics[BEST_TEST_PR_AUC] = best.test_pr_auc_mean
+            run.log_metrics(metrics)
 
 
 def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: SearchProgress) -> dict[str, str]:

@@ -108,12 +108,13 @@ def _legend_outside(ax, **kwargs) -> None:
 def pr_curves_figure(rows: list[PairResult]) -> Figure:
     """Test-set PR curves of all pairs overlaid, each with its operating point at `row.threshold`.
 
-    Each pair pools the y_true/proba of its test videos; the legend gives its average precision.
+    Each pair pools the y_true/proba of its test videos (the board's per-video PR-AUC has no single
+    curve); the legend gives the pooled average precision, the board's "test PR-AUC pooled".
     The dashed line is the positive rate (the AP of a random guess); the filled marker is the
     precision/recall of the pair's raw thresholded labels.
     """
     behaviour = _behaviour_name(rows)
-    title = f"{behaviour}: test precision-recall"
+    title = f"{behaviour}: test precision-recall, all test frames pooled"
     usable = _with_test(rows)
     if not usable:
         return _message_figure(title, "no results: no pair has test predictions")
@@ -131,7 +132,7 @@ def pr_curves_figure(rows: list[PairResult]) -> Figure:
         precision, recall, _ = precision_recall_curve(y, proba)
         ap = float(average_precision_score(y, proba))
         ax.plot(recall, precision, drawstyle="steps-post", linewidth=1.5, color=colour,
-                label=_legend_label(f"{row.pair} (AP {ap:.3f})"))
+                label=_legend_label(f"{row.pair} (pooled AP {ap:.3f})"))
         rates.append((float(y.mean()), colour))
         y_raw, label_raw = _pooled(row, "label_raw")
         op_precision, op_recall = _precision_recall(y_raw, label_raw)

@@ -1,6 +1,11 @@
 """The leaderboard as files: a CSV of every pair, a markdown report, and one self-contained HTML page.
 
-Rows are always ordered by `sort_rows` (CV score, never test). Every text that comes from the
+Rows are always ordered by `sort_rows` (CV score, never test). The primary accuracy on both sides is
+the per-video PR-AUC (mean over videos), shown with its uncertainty: CV as mean ± standard error
+over folds, test with a bootstrap interval, and each row's paired difference to the top row over
+the folds they share, marked "≈" where the two cannot be told apart (`types.fill_statistics`
+computes these; every renderer here calls it first). Pooled PR-AUC is a secondary column on both
+sides. Every text that comes from the
 data (behaviour, backbone and head names, error messages) is escaped for the format it lands in;
 the HTML page loads nothing from elsewhere (inline CSS, figures as base64 data URIs, no script).
 Files are written under a temporary name in the target folder and then renamed, so a crash never
@@ -16,7 +21,8 @@ import io
 import json
 import math
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +31,7 @@ from ...core.files import write_atomic
 from ...core.jsonio import json_default
 from ..table import format_table
 from .plots import behaviour_figures
-from .types import PairResult, sort_rows
+from .types import UNIT_BOUTS, UNIT_VIDEOS, PairResult, fill_statistics, sort_rows
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "behaviour",
@@ -33,11 +39,23 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "head",
     "status",
     "error",
-    "cv_pr_auc_mean",
+    "cv_pr_auc_mean",  # per-video: mean over folds of the held-out video's PR-AUC
+    "cv_pr_auc_se",
     "cv_pr_auc_std",
+    "cv_pr_auc_pooled",
     "cv_n_folds",
+    "top_pair",  # the row the paired difference is taken against
+    "delta_top_mean",
+    "delta_top_se",
+    "delta_top_n",
+    "indistinguishable_from_top",
     "n_trials",
     "best_trial",
+    "test_pr_auc_mean",  # per-video: mean over test videos of per-video PR-AUC
+    "test_pr_auc_low",  # bootstrap interval of test_pr_auc_mean
+    "test_pr_auc_high",
+    "test_ci_unit",  # videos or bouts: what the interval resampled
+    "test_pr_auc_pooled",
     "threshold",
     "threshold_rule",
     "postprocess",
@@ -45,7 +63,6 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "test_precision",
     "test_recall",
     "test_f1",
-    "test_pr_auc",
     "test_f1_post",
     "test_precision_post",
     "test_recall_post",
@@ -61,6 +78,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "inference_fps",
     "embedding_seconds_per_frame",
     "n_params",
+    "final",
     "refit_run_id",
     "params",
 )
@@ -71,7 +89,6 @@ _TEST_METRICS: tuple[tuple[str, str, str], ...] = (
     ("test_precision", "test_raw", "precision"),
     ("test_recall", "test_raw", "recall"),
     ("test_f1", "test_raw", "f1"),
-    ("test_pr_auc", "test_raw", "pr_auc"),
     ("test_f1_post", "test_post", "f1"),
     ("test_precision_post", "test_post", "precision"),
     ("test_recall_post", "test_post", "recall"),
@@ -85,14 +102,16 @@ _TEST_METRICS: tuple[tuple[str, str, str], ...] = (
 
 _POSTPROCESS_ORDER = ("closing", "opening", "min_bout")
 
-# The compact columns of the markdown, terminal and HTML tables (after "pair").
+# The compact columns of the markdown, terminal and HTML tables (after "pair"): per-video CV and test
+# PR-AUC side by side, then the paired difference to the top row (the CSV holds every metric).
 COMPACT_HEADERS: tuple[str, ...] = (
-    "CV PR-AUC",
-    "test acc",
-    "test prec",
-    "test rec",
+    "CV PR-AUC (per video)",
+    "test PR-AUC (per video) [95% CI]",
+    "Δ CV vs top (paired)",
+    "CV PR-AUC pooled",
+    "test PR-AUC pooled",
+    "trials",
     "test F1",
-    "test PR-AUC",
     "F1 post",
     "bout F1 @0.1",
     "bout F1 @0.25",
@@ -105,11 +124,12 @@ COMPACT_HEADERS: tuple[str, ...] = (
 # The same columns with shorter names, to keep a terminal line short.
 TERMINAL_HEADERS: tuple[str, ...] = (
     "CV PR-AUC",
-    "acc",
-    "prec",
-    "rec",
+    "test PR-AUC",
+    "Δ top",
+    "CV pooled",
+    "test pooled",
+    "trials",
     "F1",
-    "PR-AUC",
     "F1 post",
     "bout@.1",
     "bout@.25",
@@ -119,7 +139,13 @@ TERMINAL_HEADERS: tuple[str, ...] = (
     "emb ms/f",
     "params",
 )
+_DELTA_COLUMN = COMPACT_HEADERS.index("Δ CV vs top (paired)")
+TOP_MARK = "—"  # the Δ cell of the top row
+TIE_MARK = "≈"  # ends the Δ cell of a row not distinguishable from the top row
+NO_INTERVAL = "–"  # an interval with fewer than 2 units to resample
+_TIE_RULE = "|Δ| ≤ t(0.975, n−1)·SE"
 _TERMINAL_ERROR_CHARS = 60
+_TERMINAL_LEGEND_WIDTH = 110
 _MARKDOWN_ERROR_CHARS = 300
 
 
@@ -156,6 +182,7 @@ def postprocess_text(postprocess: dict) -> str:
 
 
 def _record(row: PairResult) -> dict[str, Any]:
+    compared = row.top_pair is not None and not row.is_top
     record: dict[str, Any] = {
         "behaviour": row.behaviour,
         "backbone": row.backbone,
@@ -163,10 +190,22 @@ def _record(row: PairResult) -> dict[str, Any]:
         "status": "ok" if row.ok else "failed",
         "error": row.error,
         "cv_pr_auc_mean": _number(row.cv_pr_auc_mean),
+        "cv_pr_auc_se": _number(row.cv_pr_auc_se),
         "cv_pr_auc_std": _number(row.cv_pr_auc_std),
+        "cv_pr_auc_pooled": _number(row.cv_pr_auc_pooled),
         "cv_n_folds": _integer(row.cv_n_folds),
+        "top_pair": row.top_pair,
+        "delta_top_mean": _number(row.delta_top_mean),
+        "delta_top_se": _number(row.delta_top_se),
+        "delta_top_n": _integer(row.delta_top_n) if compared else None,
+        "indistinguishable_from_top": bool(row.indistinguishable) if compared else None,
         "n_trials": _integer(row.n_trials),
         "best_trial": _integer(row.best_trial),
+        "test_pr_auc_mean": _number(row.test_pr_auc_mean),
+        "test_pr_auc_low": _number(row.test_ci[0]),
+        "test_pr_auc_high": _number(row.test_ci[1]),
+        "test_ci_unit": row.test_ci_unit or None,
+        "test_pr_auc_pooled": _number(row.test_pr_auc_pooled),
         "threshold": _number(row.threshold),
         "threshold_rule": row.threshold_rule or None,
         "postprocess": postprocess_text(row.postprocess) or None,
@@ -181,15 +220,21 @@ def _record(row: PairResult) -> dict[str, Any]:
         "embedding_seconds_per_frame": _number(row.embedding_seconds_per_frame),
         # 0 is the "unknown" default; a failed pair has no model to count.
         "n_params": _integer(row.n_params) if (row.ok or row.n_params) else None,
+        "final": row.final or None,
         "refit_run_id": row.refit_run_id or None,
         "params": json.dumps(row.params, sort_keys=True, default=json_default) if row.params else None,
     })
     return {column: record[column] for column in LEADERBOARD_COLUMNS}
 
 
+def _ranked(rows: Sequence[PairResult]) -> list[PairResult]:
+    """`rows` with the board's statistics filled in (`fill_statistics`, in place), in `sort_rows` order."""
+    return sort_rows(fill_statistics(list(rows)))
+
+
 def rows_to_records(rows: Sequence[PairResult]) -> list[dict[str, Any]]:
     """One dict per pair with exactly `LEADERBOARD_COLUMNS`, in `sort_rows` order; None where missing."""
-    return [_record(row) for row in sort_rows(list(rows))]
+    return [_record(row) for row in _ranked(rows)]
 
 
 def _csv_text(rows: Sequence[PairResult]) -> str:
@@ -227,12 +272,36 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def _cv_cell(row: PairResult) -> str | None:
+    """'0.812 ± 0.014 (5)': per-video mean ± standard error over folds (number of folds)."""
     mean = _number(row.cv_pr_auc_mean)
     if mean is None:
         return None
-    std = _number(row.cv_pr_auc_std)
-    text = f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+    se = _number(row.cv_pr_auc_se)
+    text = f"{mean:.3f} ± {se:.3f}" if se is not None else f"{mean:.3f}"
     return f"{text} ({row.cv_n_folds})"
+
+
+def _test_cell(row: PairResult) -> str | None:
+    """'0.801 [0.700, 0.880]': per-video mean and its bootstrap interval ("[–]" without one)."""
+    mean = _number(row.test_pr_auc_mean)
+    if mean is None:
+        return None
+    low, high = (_number(v) for v in row.test_ci)
+    interval = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"[{NO_INTERVAL}]"
+    return f"{mean:.3f} {interval}"
+
+
+def _delta_cell(row: PairResult) -> str | None:
+    """'-0.052 ± 0.013 ≈': paired difference to the top row ± SE, "≈" when not distinguishable."""
+    if row.top_pair is None:
+        return None
+    if row.is_top:
+        return TOP_MARK
+    mean, se = _number(row.delta_top_mean), _number(row.delta_top_se)
+    text = NO_INTERVAL if mean is None else f"{mean:+.3f}"
+    if se is not None:
+        text += f" ± {se:.3f}"
+    return f"{text} {TIE_MARK}" if row.indistinguishable else text
 
 
 def _cost_cell(row: PairResult, thousands: bool) -> str | None:
@@ -251,15 +320,20 @@ def _compact_cells(row: PairResult, thousands: bool) -> list[str | None]:
         value = _number(getattr(row, source).get(key))
         return None if value is None else f"{value:.3f}"
 
+    def number(value: float) -> str | None:
+        value = _number(value)
+        return None if value is None else f"{value:.3f}"
+
     fps = _number(row.inference_fps)
     embedding = _number(row.embedding_seconds_per_frame)
     return [
         _cv_cell(row),
-        metric("test_raw", "accuracy"),
-        metric("test_raw", "precision"),
-        metric("test_raw", "recall"),
+        _test_cell(row),
+        _delta_cell(row),
+        number(row.cv_pr_auc_pooled),
+        number(row.test_pr_auc_pooled),
+        str(row.n_trials) if row.n_trials else None,
         metric("test_raw", "f1"),
-        metric("test_raw", "pr_auc"),
         metric("test_post", "f1"),
         metric("test_post", "bout_f1_iou10"),
         metric("test_post", "bout_f1_iou25"),
@@ -275,6 +349,32 @@ def _several_behaviours(rows: Sequence[PairResult]) -> bool:
     return len({row.behaviour for row in rows}) > 1
 
 
+def _interval_units(rows: Sequence[PairResult]) -> str:
+    units = {row.test_ci_unit for row in rows if row.ok and row.test_ci_unit}
+    if units == {UNIT_VIDEOS}:
+        return "over the test videos"
+    if units == {UNIT_BOUTS}:
+        return "over the bouts of the one test video"
+    return "over the test videos (over the bouts when there is one test video)"
+
+
+def legend(rows: Sequence[PairResult]) -> str:
+    """What the uncertainty columns mean, for the line under a table of `rows`."""
+    return (f"PR-AUC per video: the mean over videos of each video's PR-AUC; pooled: all frames together. "
+            f"CV: mean ± standard error over folds (number of folds). Test: mean [95% bootstrap interval "
+            f"{_interval_units(rows)}; {NO_INTERVAL} with fewer than 2 to resample]. Δ: paired difference "
+            f"of CV PR-AUC to the top row ({TOP_MARK}) over the folds both share, ± its standard error; "
+            f"{TIE_MARK}: not distinguishable from the top row ({_TIE_RULE}, or fewer than 2 shared folds).")
+
+
+def behaviour_heading(behaviour: str, rows: Sequence[PairResult], test_evaluations: int | None = None) -> str:
+    """The line above a behaviour's terminal table; with `test_evaluations`, how often its test set was scored."""
+    text = f"{behaviour}: {len(rows)} pair(s), sorted by CV PR-AUC; test = held-out videos"
+    if test_evaluations is not None:
+        text += f", test set evaluated {test_evaluations} time{'' if test_evaluations == 1 else 's'}"
+    return text
+
+
 def _md_escape(text: str) -> str:
     """Markdown table cell text: one line, HTML-special characters and pipes escaped."""
     return html.escape(_one_line(text), quote=False).replace("|", "\\|")
@@ -286,7 +386,7 @@ def markdown_table(rows: Sequence[PairResult]) -> str:
     A failed pair shows "failed: <error>" in the first metric column and dashes elsewhere; a
     missing value is a dash.
     """
-    rows = sort_rows(list(rows))
+    rows = _ranked(rows)
     with_behaviour = _several_behaviours(rows)
     headers = (["behaviour"] if with_behaviour else []) + ["pair", *COMPACT_HEADERS]
     lines = [
@@ -309,9 +409,9 @@ def terminal_table(rows: Sequence[PairResult]) -> str:
 
     Numbers have 3 decimals, costs read "812 + 40 s". Failed pairs leave the metric cells empty
     and show their error (cut to ~60 characters) in a last "error" column, which appears only when
-    some pair failed, so the metric columns stay narrow.
+    some pair failed, so the metric columns stay narrow. After a blank line, the `legend`.
     """
-    rows = sort_rows(list(rows))
+    rows = _ranked(rows)
     with_behaviour = _several_behaviours(rows)
     with_error = any(not row.ok for row in rows)
     headers = ["behaviour"] if with_behaviour else []
@@ -326,7 +426,7 @@ def terminal_table(rows: Sequence[PairResult]) -> str:
             cells = [""] * len(COMPACT_HEADERS)
             tail = ["failed: " + _truncate(row.error or "unknown error", _TERMINAL_ERROR_CHARS)]
         body.append(lead + cells + tail)
-    return format_table(headers, body)
+    return format_table(headers, body) + "\n\n" + textwrap.fill(legend(rows), width=_TERMINAL_LEGEND_WIDTH)
 
 
 # --------------------------------------------------------------------------- the report
@@ -360,19 +460,34 @@ td { text-align: right; white-space: nowrap; }
 td.pair, td.behaviour { text-align: left; font-family: monospace; }
 td.failed { text-align: left; color: #a00; white-space: normal; }
 tbody tr:nth-child(even) { background: #fafafa; }
+tr.top td.pair { font-weight: bold; }
+tr.tie td.delta { color: #1a5fb4; font-weight: bold; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
-p.note { font-size: 0.85em; color: #555; }
+p.note, p.legend { font-size: 0.85em; color: #555; }
+p.legend { margin-top: -0.5em; max-width: 1100px; }
+.nowrap { white-space: nowrap; }
 """
 
 _FIGURE_CAPTIONS = {
-    "pr_curves": "Test-set precision-recall curves; markers are the operating points at each pair's threshold.",
     "confusion": "Test-set confusion matrices of the post-processed labels.",
+    "pr_curves": "Test-set precision-recall curves of all test frames pooled (AP = the pooled test PR-AUC); "
+                 "markers are the operating points at each pair's threshold.",
     "cost": "CV PR-AUC against training CPU time; the Pareto front is the step line.",
     "per_video": "PR-AUC per video: CV validation videos, then test videos.",
     "ethogram": "Annotation and post-processed predictions over one test video.",
 }
+
+
+_RANKING_NOTE = ("Pairs are ranked by CV PR-AUC per video (the mean over folds of the held-out video's PR-AUC), "
+                 "never by a test score; the test columns come from each pair's refit model scored on the "
+                 "held-out test videos.")
+
+
+def _evaluations_note(count: int) -> str:
+    return (f"Test set evaluated {count} time{'' if count == 1 else 's'} in this tracking store "
+            "(each finished refit run scores the test videos once).")
 
 
 def _html_table(rows: Sequence[PairResult]) -> str:
@@ -380,15 +495,21 @@ def _html_table(rows: Sequence[PairResult]) -> str:
     headers = ["pair", *COMPACT_HEADERS]
     out = ['<div class="table-wrap"><table>', "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
            + "</tr></thead>", "<tbody>"]
-    for row in sort_rows(list(rows)):
+    rows = _ranked(rows)
+    for row in rows:
         cells = [f'<td class="pair">{esc(row.pair)}</td>']
         if row.ok:
-            cells += [f"<td>{esc(c) if c is not None else '-'}</td>" for c in _compact_cells(row, thousands=True)]
+            cells += [('<td class="delta">' if i == _DELTA_COLUMN else "<td>") + (esc(c) if c is not None else "-")
+                      + "</td>" for i, c in enumerate(_compact_cells(row, thousands=True))]
         else:
             error = _truncate(row.error or "unknown error", _MARKDOWN_ERROR_CHARS)
             cells.append(f'<td class="failed" colspan="{len(COMPACT_HEADERS)}">failed: {esc(error)}</td>')
-        out.append("<tr>" + "".join(cells) + "</tr>")
+        kind = "top" if row.is_top else "tie" if row.ok and row.top_pair and row.indistinguishable else ""
+        out.append((f'<tr class="{kind}">' if kind else "<tr>") + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
+    rule = esc(_TIE_RULE)
+    text = esc(legend(rows)).replace(rule, '<span class="nowrap">' + rule + "</span>")
+    out.append(f'<p class="legend">{text}</p>')
     return "\n".join(out)
 
 
@@ -396,6 +517,7 @@ def _html_page(
     title: str,
     meta: dict[str, str],
     sections: list[tuple[str, str, list[PairResult], dict[str, bytes]]],
+    test_evaluations: Mapping[str, int] | None = None,
 ) -> str:
     esc = html.escape
     parts = [
@@ -414,8 +536,7 @@ def _html_page(
         parts.append('<dl class="meta">')
         parts += [f"<dt>{esc(str(k))}</dt><dd>{esc(str(v))}</dd>" for k, v in meta.items()]
         parts.append("</dl>")
-    parts.append('<p class="note">Pairs are ranked by cross-validated PR-AUC (mean ± std (folds)); '
-                 "the test columns come from one evaluation of the refit model on the held-out test videos.</p>")
+    parts.append(f'<p class="note">{esc(_RANKING_NOTE)}</p>')
     if len(sections) > 1:
         parts.append("<nav><ul>")
         parts += [f'<li><a href="#{anchor}">{esc(name)}</a></li>' for name, anchor, _, _ in sections]
@@ -423,6 +544,8 @@ def _html_page(
     for name, anchor, rows, figures in sections:
         parts.append(f'<section id="{anchor}">')
         parts.append(f"<h2>{esc(name)}</h2>")
+        if test_evaluations and name in test_evaluations:
+            parts.append(f'<p class="note">{esc(_evaluations_note(test_evaluations[name]))}</p>')
         parts.append(_html_table(rows))
         for stem, png in figures.items():
             data = base64.b64encode(png).decode("ascii")
@@ -439,15 +562,18 @@ def _markdown_page(
     title: str,
     meta: dict[str, str],
     sections: list[tuple[str, list[PairResult], dict[str, Path]]],
+    test_evaluations: Mapping[str, int] | None = None,
 ) -> str:
     lines = [f"# {_md_escape(title)}", ""]
     if meta:
         lines += [f"- **{_md_escape(str(k))}**: {_md_escape(str(v))}" for k, v in meta.items()]
         lines.append("")
-    lines += ["Pairs are ranked by cross-validated PR-AUC (mean ± std (folds)); the test columns come from one "
-              "evaluation of the refit model on the held-out test videos.", ""]
+    lines += [_md_escape(_RANKING_NOTE), ""]
     for name, rows, images in sections:
-        lines += [f"## {_md_escape(name)}", "", markdown_table(rows)]
+        lines += [f"## {_md_escape(name)}", ""]
+        if test_evaluations and name in test_evaluations:
+            lines += [_md_escape(_evaluations_note(test_evaluations[name])), ""]
+        lines += [markdown_table(rows), _md_escape(legend(rows)), ""]
         for stem, path in images.items():
             lines += [f"![{_md_escape(name)} {stem}]({quote(path.name)})", ""]
     return "\n".join(lines)
@@ -458,6 +584,7 @@ def write_report(
     out_dir: Path,
     title: str = "mbr-bench leaderboard",
     meta: dict[str, str] | None = None,
+    test_evaluations: Mapping[str, int] | None = None,
 ) -> dict[str, Path]:
     """Write the leaderboard into `out_dir` and return the paths written.
 
@@ -465,7 +592,8 @@ def write_report(
     behaviour: its table and links to its figures), `<behaviour>_<stem>.png` per figure of
     `behaviour_figures`, and `leaderboard.html`, one self-contained page (inline CSS, figures
     embedded as data URIs). The behaviour part of a PNG name keeps only letters, digits, '.', '_'
-    and '-'.
+    and '-'. `test_evaluations` (behaviour -> how many times its test set was scored) is stated in
+    each behaviour's section of the Markdown and HTML pages.
 
     Returns:
         {"csv": ..., "markdown": ..., "html": ..., "<behaviour>_<stem>": path of each PNG}.
@@ -479,7 +607,7 @@ def write_report(
     md_sections = []
     used_stems: set[str] = set()
     for index, (behaviour, rows) in enumerate(rows_by_behaviour.items()):
-        rows = sort_rows(list(rows))
+        rows = _ranked(rows)
         all_rows += rows
         stem = _file_stem(behaviour)
         base, n = stem, 2
@@ -495,7 +623,7 @@ def write_report(
         md_sections.append((behaviour, rows, images))
     paths["csv"] = write_csv(all_rows, out_dir / "leaderboard.csv")
     paths["markdown"] = _atomic_write(out_dir / "leaderboard.md",
-                                      _markdown_page(title, meta, md_sections).encode("utf-8"))
+                                      _markdown_page(title, meta, md_sections, test_evaluations).encode("utf-8"))
     paths["html"] = _atomic_write(out_dir / "leaderboard.html",
-                                  _html_page(title, meta, html_sections).encode("utf-8"))
+                                  _html_page(title, meta, html_sections, test_evaluations).encode("utf-8"))
     return {"csv": paths.pop("csv"), "markdown": paths.pop("markdown"), "html": paths.pop("html"), **paths}
