@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import cv2
@@ -161,8 +162,16 @@ def test_settings_validation(kwargs, pattern) -> None:
 
 
 def test_settings_accept_boundaries() -> None:
-    CropSettings(size=8, min_likelihood=0)
-    CropSettings(size=np.int64(64), min_likelihood=1)
+    """The smallest size and both likelihood bounds are kept, as plain int and float (the cache key is JSON)."""
+    smallest = CropSettings(size=8, min_likelihood=0)
+    assert (smallest.size, smallest.min_likelihood) == (8, 0.0)
+    with pytest.raises(ConfigError, match=r"crop\.size.*>= 8"):
+        CropSettings(size=7)
+    from_numpy = CropSettings(size=np.int64(64), min_likelihood=1)
+    assert (from_numpy.size, from_numpy.min_likelihood) == (64, 1.0)
+    assert type(from_numpy.size) is int and type(from_numpy.min_likelihood) is float
+    assert json.loads(json.dumps(from_numpy.key())) == {"mode": "pose", "size": 64, "centre": ["midbody"],
+                                                        "min_likelihood": 1.0}
 
 
 def test_from_dict() -> None:

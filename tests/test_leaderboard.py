@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -49,10 +52,29 @@ def searched(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def board(searched):
+    """The leaderboard of `searched`, built once (it refits the two finished pairs and registers the best).
+
+    Holds the command line, what it printed, the rows of its CSV and the refit and leaderboard runs
+    this first build created, so that every test requesting it sees the same first build whatever
+    other tests did to the store before.
+    """
     out = searched["root"] / "report"
     argv = ["leaderboard", "--study", BEHAVIOUR, "--workdir", str(searched["workdir"]),
             "--tracking-uri", searched["uri"], "--out", str(out), "--no-progress"]
-    return {"argv": argv, "out": out}
+    refits_before = _run_ids(_refits(searched))
+    boards_before = _run_ids(_leaderboard_runs(searched))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(argv)
+    assert code == 0
+    return {
+        "argv": argv,
+        "out": out,
+        "printed": printed.getvalue(),
+        "rows": list(csv.DictReader((out / "leaderboard.csv").open())),
+        "refits": [r for r in _refits(searched) if r.info.run_id not in refits_before],
+        "leaderboard_runs": [r for r in _leaderboard_runs(searched) if r.info.run_id not in boards_before],
+    }
 
 
 def _client(searched):
@@ -61,25 +83,83 @@ def _client(searched):
     return MlflowClient(tracking_uri=searched["uri"])
 
 
-def _refits(searched):
+def _runs_of_kind(searched, kind):
     client = _client(searched)
     experiment = client.get_experiment_by_name(f"mbr-bench/{BEHAVIOUR}")
-    return client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'refit'")
+    return client.search_runs([experiment.experiment_id], f"tags.`mbr.kind` = '{kind}'")
+
+
+def _refits(searched):
+    return _runs_of_kind(searched, "refit")
+
+
+def _leaderboard_runs(searched):
+    return _runs_of_kind(searched, "leaderboard")
+
+
+def _run_ids(runs):
+    return {run.info.run_id for run in runs}
+
+
+def _test_figures(rows):
+    """Each CSV row's test-set columns (test_*, a test PR-AUC among them), in order."""
+    figures = [{key: value for key, value in row.items() if key.startswith("test_")} for row in rows]
+    assert figures and all(any(key.startswith("test_pr_auc") for key in row) for row in figures)
+    return figures
+
+
+def _printed_table(printed):
+    """The rows of the table `mbr-bench leaderboard` printed for BEHAVIOUR, as {column: cell}, in printed order.
+
+    Columns are cut at the dashes of the rule under the header (`format_table`), so a cell may
+    hold spaces ("0.812 ± 0.030 (3)") or be empty (a failed pair's metrics).
+    """
+    lines = printed.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith(f"{BEHAVIOUR}: "))
+    header, rule = lines[title + 1], lines[title + 2]
+    assert rule and set(rule) <= {"-", " "}, printed
+    spans = [match.span() for match in re.finditer(r"-+", rule)]
+
+    def cells(line):
+        return [line[start:end].strip() for start, end in spans]
+
+    body = []
+    for line in lines[title + 3:]:
+        if not line.strip():
+            break
+        body.append(dict(zip(cells(header), cells(line))))
+    return body
+
+
+def _check_printed_table(printed, rows):
+    """The printed table has one line per pair of the CSV, in its order (by CV), with the same CV figure;
+    a failed pair has no CV figure and shows its error."""
+    table = _printed_table(printed)
+    assert [line["pair"] for line in table] == [f"{r['backbone']}+{r['head']}" for r in rows]
+    for line, row in zip(table, rows):
+        if row["status"] == "ok":
+            # "0.812 ± 0.014 (3)": CV mean, its spread, the number of folds.
+            cv = re.fullmatch(r"(\d\.\d{3}) ± \d\.\d{3} \((\d+)\)", line["CV PR-AUC"])
+            assert cv, line
+            assert float(cv[1]) == pytest.approx(float(row["cv_pr_auc_mean"]), abs=5e-4)
+            assert int(cv[2]) == int(row["cv_n_folds"]) >= 2
+            assert line["error"] == ""
+        else:
+            assert line["CV PR-AUC"] == "" and line["F1"] == "", line
+            assert line["error"].startswith("failed: ") and "RuntimeError: out of memory" in line["error"], line
 
 
 @pytest.mark.slow
 def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys):
-    assert main(board["argv"]) == 0
-    out = capsys.readouterr().out
-    assert "pose+lstm" in out or ("pose" in out and "lstm" in out)
-    assert "out of memory" in out  # the failed pair is listed with its error
+    rows = board["rows"]
+    assert f"{BEHAVIOUR}: 3 pair(s), sorted by CV PR-AUC" in board["printed"]
+    _check_printed_table(board["printed"], rows)  # the failed pair is listed too, with its error
 
     files = {p.name for p in board["out"].iterdir()}
     assert {"leaderboard.csv", "leaderboard.md", "leaderboard.html"} <= files
     pngs = [p for p in board["out"].glob(f"{BEHAVIOUR}_*.png")]
     assert len(pngs) >= 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
-    rows = list(csv.DictReader((board["out"] / "leaderboard.csv").open()))
     assert sorted((r["backbone"], r["head"]) for r in rows) == [("pose", "frame_mlp"), ("pose", "lstm"),
                                                                  ("pose", "tcn")]
     failed = next(r for r in rows if r["head"] == "tcn")
@@ -94,7 +174,7 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
     # The models learnt: the held-out videos are recognised far above chance (a random guess scores the
     # positive rate), the temporal head best, as its CV score predicted; the per-frame baseline, with no
     # temporal context, at 1.75x chance or more (it scores about 2x, depending on its search's draws).
-    refits = _refits(searched)
+    refits = board["refits"]
     assert len(refits) == 2
     best_row = ok[0]
     for refit in refits:
@@ -115,23 +195,21 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
     registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
     best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))
     assert [v.run_id for v in registered] == [best["refit_run_id"]]
-    leaderboard_runs = client.search_runs(
-        [refits[0].info.experiment_id], "tags.`mbr.kind` = 'leaderboard'")
-    assert len(leaderboard_runs) == 1
+    assert len(board["leaderboard_runs"]) == 1
     assert not client.search_runs([refits[0].info.experiment_id], "attributes.status = 'RUNNING'")
 
     # Again: the refits are current, so nothing is trained and the numbers are the same.
+    existing = _run_ids(_refits(searched))
     assert main(board["argv"]) == 0
     capsys.readouterr()
-    assert sorted(r.info.run_id for r in _refits(searched)) == sorted(r.info.run_id for r in refits)
+    assert _run_ids(_refits(searched)) == existing
     again = list(csv.DictReader((board["out"] / "leaderboard.csv").open()))
-    assert [r["test_pr_auc"] for r in again] == [r["test_pr_auc"] for r in rows]
+    assert _test_figures(again) == _test_figures(rows)
     assert len(client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")) == 1
     # --no-refit only reads what exists.
     assert main(board["argv"] + ["--no-refit", "--no-register"]) == 0
-    assert [r["test_pr_auc"] for r in csv.DictReader((board["out"] / "leaderboard.csv").open())] == [
-        r["test_pr_auc"] for r in rows]
-    assert len(_refits(searched)) == 2
+    assert _test_figures(csv.DictReader((board["out"] / "leaderboard.csv").open())) == _test_figures(rows)
+    assert _run_ids(_refits(searched)) == existing
 
 
 def _download(searched, run_id, path):
@@ -145,16 +223,12 @@ def _download(searched, run_id, path):
 def test_predict_on_a_test_video_reproduces_the_leaderboard(searched, board, tmp_path, capsys):
     from mbr_bench.benchmark.metrics import frame_metrics
 
-    if not _refits(searched):
-        assert main(board["argv"]) == 0
-    capsys.readouterr()
     data = searched["manifest"].parent
-    for model in (f"mbr-bench.{BEHAVIOUR}", _refits(searched)[0].info.run_id):
-        refit = next(r for r in _refits(searched) if model in (r.info.run_id, f"mbr-bench.{BEHAVIOUR}"))
-        if model.startswith("mbr-bench."):
-            version = _client(searched).search_model_versions(f"name = '{model}'")[0]
-            refit = _client(searched).get_run(version.run_id)
-        per_video = json.loads(_download(searched, refit.info.run_id, "predictions/test_videos.json").read_text())
+    registered = f"mbr-bench.{BEHAVIOUR}"
+    best_run_id = _client(searched).search_model_versions(f"name = '{registered}'")[0].run_id
+    any_run_id = board["refits"][0].info.run_id
+    for model, run_id in ((registered, best_run_id), (any_run_id, any_run_id)):
+        per_video = json.loads(_download(searched, run_id, "predictions/test_videos.json").read_text())
         out = tmp_path / model.replace(".", "_")
         argv = ["predict", "--model", model, str(data / "videos" / "ofs04.mp4"), "--pose", str(data / "poses"),
                 "--out", str(out), "--workdir", str(searched["workdir"]), "--tracking-uri", searched["uri"],
@@ -174,9 +248,17 @@ def test_predict_on_a_test_video_reproduces_the_leaderboard(searched, board, tmp
 @pytest.mark.slow
 def test_the_threshold_never_reads_the_test_set(searched, board, tmp_path, capsys):
     """Shuffling the test labels changes the test scores, never the threshold or the post-processing."""
-    if not _refits(searched):
-        assert main(board["argv"]) == 0
-    before = {r.info.run_name: r for r in _refits(searched)}
+    import sqlite3
+
+    # The refits of this test go to a copy of the store: the other tests' store keeps only the first build's
+    # (`--no-refit` shows a pair's newest refit, whichever test set it was scored on).
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(searched["uri"].removeprefix("sqlite:///")) as source, sqlite3.connect(store) as target:
+        source.backup(target)
+    copied = {**searched, "uri": f"sqlite:///{store}"}
+    before = {r.info.run_name: r for r in board["refits"]}
+    existing = _run_ids(_refits(copied))
+    assert existing == _run_ids(_refits(searched))
     copy = tmp_path / "data"
     shutil.copytree(searched["manifest"].parent, copy)
     rng = np.random.default_rng(0)
@@ -185,11 +267,12 @@ def test_the_threshold_never_reads_the_test_set(searched, board, tmp_path, capsy
         table = pd.read_csv(path)
         table[BEHAVIOUR] = rng.permutation(table[BEHAVIOUR].to_numpy())
         table.to_csv(path, index=False)
-    argv = board["argv"] + ["--dataset", str(copy / "dataset.yaml"), "--out", str(tmp_path / "report"),
-                            "--no-register"]
+    argv = ["leaderboard", "--study", BEHAVIOUR, "--workdir", str(searched["workdir"]), "--tracking-uri",
+            copied["uri"], "--dataset", str(copy / "dataset.yaml"), "--out", str(tmp_path / "report"),
+            "--no-register", "--no-progress"]
     assert main(argv) == 0
     capsys.readouterr()
-    after = [r for r in _refits(searched) if r.info.run_id not in {b.info.run_id for b in before.values()}]
+    after = [r for r in _refits(copied) if r.info.run_id not in existing]
     assert len(after) == 2  # a new test set means new test scores
     for refit in after:
         old = before[refit.info.run_name]

@@ -360,11 +360,13 @@ def test_serve_sqlite_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_postgres_end_to_end(tmp_path, request):
-    try:
-        postgres = request.getfixturevalue("postgres_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("no postgres_server fixture in tests/conftest.py")
+def test_serve_postgres_end_to_end(tmp_path, postgres_server):
     # A database of its own: MLflow and Optuna both keep an `alembic_version` table.
-    url = postgres.create_database("mbr_serve_mlflow") if hasattr(postgres, "create_database") else str(postgres)
+    url = postgres_server.create_database("mbr_serve_mlflow")
     serve_log_and_stop(tmp_path, ["--backend-store-uri", url])
+    import psycopg
+
+    with psycopg.connect(url) as connection:  # the run went to PostgreSQL, not to a SQLite file
+        experiments = {name for (name,) in connection.execute("SELECT name FROM experiments")}
+    assert "serve-test" in experiments
+    assert not (tmp_path / "work" / "mlflow.db").exists()
