@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import MbrError
+from .options import DEFAULT_PROTOCOL, PROTOCOLS, SAMPLERS
 from .workers import HEARTBEAT_SECONDS
 
 DEFAULT_WORKDIR = "mbr-work"
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     workdir = _workdir(args)
     outcomes = run(RunOptions(
         study=args.study, workdir=workdir, dataset=args.dataset, backbones=args.backbones, heads=args.heads,
-        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, search_space=args.search_space,
+        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, protocol=args.protocol,
+        search_space=args.search_space,
         storage=args.storage, tracking_uri=args.tracking_uri, seed=args.seed, weights=args.weights,
         batch_size=args.batch_size, progress=not args.no_progress, heartbeat=args.heartbeat,
         allow_empty_folds=args.allow_empty_folds, cache_dir=args.cache_dir,
@@ -179,11 +181,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..tracking.queries import default_tracking_uri
     from .bundle import resolve_bundle
     from .features.cache import EmbeddingCache, default_cache_dir
     from .predict import PredictOptions, predict_videos
     from .table import format_table
-    from ..tracking.queries import default_tracking_uri
 
     workdir = _workdir(args)
     uri = args.tracking_uri or default_tracking_uri(workdir)
@@ -339,8 +341,12 @@ def _add_run(commands: Commands) -> None:
     run.add_argument("--n-trials", type=int, help="trial budget of each study, shared by every worker that joins it; "
                      "a rerun finishes what is missing (default: 2 built-in, 20 otherwise; grid: the whole grid)")
     run.add_argument("--timeout", type=float, help="seconds per study before it stops starting trials")
-    run.add_argument("--sampler", choices=["tpe", "grid"], default="tpe",
+    run.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                      help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
+    run.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                     help="how each fold's training length is chosen without the video it is scored on: "
+                          "mean_curve (default: one epoch count for all folds, where their mean held-out PR-AUC "
+                          "peaks) or inner (early stopping on another training video); see README, Protocol")
     run.add_argument("--search-space", type=Path, metavar="FILE",
                      help="YAML search space overriding the packaged one (keys = head parameters)")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")

@@ -114,10 +114,11 @@ def pr_curve(y_true, proba) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def summarise(fold_metrics: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean and population std (ddof=0) of every metric over folds, skipping NaN.
+    """Mean, sample standard deviation (ddof=1) and standard error of every metric over folds, skipping NaN.
 
-    Returns `<key>_mean` and `<key>_std` for each key seen in any fold (a fold without the key
-    counts as NaN; a key NaN in every fold gives NaN), plus `n_folds`.
+    Returns `<key>_mean`, `<key>_std` and `<key>_se` (std / sqrt(folds with a value)) for each key
+    seen in any fold (a fold without the key counts as NaN; a key NaN in every fold gives NaN; std
+    and se need two values), plus `n_folds`.
     """
     if not fold_metrics:
         raise ValueError("summarise needs at least one fold's metrics")
@@ -133,6 +134,18 @@ def summarise(fold_metrics: Sequence[dict[str, float]]) -> dict[str, float]:
         finite = values[~np.isnan(values)]
         # np.nanmean of an all-NaN slice warns; an undefined metric is expected here, not an accident.
         summary[f"{key}_mean"] = float(finite.mean()) if finite.size else math.nan
-        summary[f"{key}_std"] = float(finite.std(ddof=0)) if finite.size else math.nan
+        summary[f"{key}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+        summary[f"{key}_se"] = summary[f"{key}_std"] / math.sqrt(finite.size) if finite.size > 1 else math.nan
     summary["n_folds"] = len(fold_metrics)
     return summary
+
+
+def pooled_pr_auc(y_videos: Sequence[np.ndarray], proba_videos: Sequence[np.ndarray]) -> float:
+    """PR-AUC of the frames of several videos pooled (NaN without a positive frame).
+
+    Secondary to the mean of per-video PR-AUC: pooling mixes how well each video is ranked with how
+    well the probabilities of different videos agree in scale.
+    """
+    if not y_videos:
+        return math.nan
+    return frame_metrics(np.concatenate(y_videos), np.concatenate(proba_videos))["pr_auc"]

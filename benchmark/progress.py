@@ -57,8 +57,9 @@ class SearchProgress:
                 final=False,
             )
 
-    def fold(self, trial: int, fold: int, n_folds: int, video: str, pr_auc: float, epochs: int, seconds: float) -> None:
+    def fold(self, trial: int, fold: int, n_folds: int, video: str, pr_auc: float, running: float) -> None:
+        """A fold is done: its held-out PR-AUC and the trial's CV score so far, both at the epoch the protocol chose."""
         self._emit(
-            f"trial {trial} · fold {fold}/{n_folds} (val {video}) · PR-AUC {pr_auc:.3f} · {epochs} epochs · {seconds:.1f}s",
+            f"trial {trial} · fold {fold}/{n_folds} (held out {video}) · PR-AUC {pr_auc:.3f} · CV so far {running:.3f}",
             final=True,
         )

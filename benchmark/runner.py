@@ -27,6 +27,7 @@ from ..tracking.schema import (
     TAG_BATCH_SIZE,
     TAG_BEST_TRIAL,
     TAG_DATASET,
+    TAG_PROTOCOL,
     TAG_STUDY,
     TAG_TRAIN_HASH,
     TAG_WEIGHTS,
@@ -36,10 +37,19 @@ from .cv import leave_one_video_out, select_folds
 from .data.manifest import Dataset, load_dataset
 from .data.synthetic import generate
 from .features.cache import EmbeddingCache, default_cache_dir
+from .features.embed import require_inputs
 from .heads import HEADS
+from .options import DEFAULT_PROTOCOL, PROTOCOLS, SAMPLERS
 from .pair_inputs import behaviour_labels, dataset_hash, embed_videos, read_video_labels
 from .progress import SearchProgress
-from .search import SAMPLERS, PairData, TrialFailed, make_objective, make_pruner, make_sampler, study_name
+from .search import (
+    PairData,
+    TrialFailed,
+    make_objective,
+    make_pruner,
+    make_sampler,
+    study_name,
+)
 from .workers import (
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
@@ -72,6 +82,7 @@ class RunOptions:
     n_trials: int | None = None
     timeout: float | None = None
     sampler: str = "tpe"
+    protocol: str = DEFAULT_PROTOCOL  # how each fold's training length is chosen (benchmark/search.py)
     search_space: Path | None = None
     storage: str | None = None
     tracking_uri: str | None = None
@@ -124,6 +135,8 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
             raise ConfigError(f"{option} {value}: must be a positive number; pass {option} 1 or more")
     if options.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be {' or '.join(SAMPLERS)}, got {options.sampler!r}")
+    if options.protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol must be {' or '.join(PROTOCOLS)}, got {options.protocol!r}")
     try:
         options.workdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -140,6 +153,8 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
     _check_names("--backbones", "backbone", backbones, BACKBONES.list())
     _check_names("--heads", "head", heads, HEADS.list())
+    for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
+        require_inputs(dataset, name)
     space_path = options.search_space
     if space_path is None and demo:
         space_path = default_space_path("demo")
@@ -245,6 +260,20 @@ class _PairJob:
     tags: dict[str, str]
 
 
+def _check_protocol(tracker: Tracker, job: _PairJob, study: str, protocol: str) -> None:
+    """A study's trials are comparable only under one protocol: refuse to resume it under another."""
+    existing = tracker.find_pair_run(job.behaviour, job.backbone, job.head)
+    if existing is None:
+        return
+    searched = existing.data.tags.get(TAG_PROTOCOL)
+    if searched != protocol:
+        how = (f"--protocol {searched}" if searched else
+               "an earlier mbr-bench whose folds early-stopped on the video they were scored on")
+        raise ConfigError(f"study {study} was searched with {how}; its scores cannot be mixed with --protocol "
+                          f"{protocol}: resume it with that protocol, or start a fresh study in another --workdir "
+                          "(or --storage and --tracking-uri)")
+
+
 def _budget(n_trials: int | None, space: Any, sampler: str) -> int | None:
     if n_trials is None and sampler == "grid":
         return space.grid_size()
@@ -270,7 +299,9 @@ def _run_pair(
             study_name=name, storage=storage, load_if_exists=True, direction="maximize",
             sampler=make_sampler(options.sampler, job.space, options.seed), pruner=make_pruner(),
         )
-        pair = tracker.pair_run(job.behaviour, job.backbone, job.head, tags={**job.tags, TAG_STUDY: name})
+        _check_protocol(tracker, job, name, options.protocol)
+        pair = tracker.pair_run(job.behaviour, job.backbone, job.head,
+                                tags={**job.tags, TAG_STUDY: name, TAG_PROTOCOL: options.protocol})
     finally:
         lock.release()
     state = budget_state(study)
@@ -286,7 +317,7 @@ def _run_pair(
         pair.log_params({"sampler": options.sampler, "search_space": str(job.space.source),
                          "n_folds": len(job.folds)})
         objective = make_objective(job.behaviour, job.head, job.space, job.data, job.folds, pair, options.seed,
-                                   progress)
+                                   progress, options.protocol)
         handler = storage.get_heartbeat_stale_trial_callback()
 
         def reseed(n_trials: int) -> None:

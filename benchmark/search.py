@@ -1,9 +1,20 @@
 """One Optuna study per (behaviour, backbone, head), scored by leave-one-video-out CV.
 
 A trial is one hyperparameter set. For each training video held out in turn, a fresh head is fit on
-the other training videos (sample weights from those videos only), early-stopped on the held-out
-video's PR-AUC, and scored on it. The running mean PR-AUC after each fold is reported to the pruner,
-so clearly bad trials stop early. Test videos are never read here.
+the other training videos (sample weights from those videos only) and scored on the held-out video.
+The held-out video never chooses anything about the model it scores, in particular not how long it
+trains (the protocol, named on every run as tag ``mbr.protocol``):
+
+* ``mean_curve``: every fold trains for the same ``max_epochs`` and scores its held-out video after
+  each epoch. A fold is scored at the epoch where the mean curve of the OTHER folds peaks, so its
+  own video never picks its epoch (taking a video's own best epoch is the maximum of a noisy curve:
+  it inflated every fold score). The refit trains for the epoch where the mean of all folds peaks.
+* ``inner``: each fold early-stops (``patience``) on an inner video taken from its own training
+  videos, and the held-out video is scored at the epoch the inner video chose. Needs 3 or more
+  labelled training videos.
+
+The running fold mean is reported to the pruner after each fold, so clearly bad trials stop early.
+Test videos are never read here.
 """
 
 from __future__ import annotations
@@ -17,14 +28,21 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ..core.errors import MbrError
+from ..core.errors import ConfigError, MbrError
 from ..search_spaces.loader import SearchSpace
 from ..tracking.provenance import peak_rss_mb, reset_peak_rss
-from ..tracking.schema import STATE_COMPLETE, STATE_FAILED, STATE_PRUNED, TAG_BEHAVIOUR
+from ..tracking.schema import (
+    STATE_COMPLETE,
+    STATE_FAILED,
+    STATE_PRUNED,
+    TAG_BEHAVIOUR,
+    TAG_PROTOCOL,
+)
 from .cv import Fold
 from .features.sequences import sample_weights
 from .heads import HEADS
-from .metrics import frame_metrics, summarise
+from .metrics import frame_metrics, pooled_pr_auc, summarise
+from .options import DEFAULT_PROTOCOL, PROTOCOLS
 from .progress import SearchProgress
 
 OBJECTIVE = "pr_auc_mean"  # the CV score every study maximises
@@ -32,7 +50,6 @@ OBJECTIVE = "pr_auc_mean"  # the CV score every study maximises
 # 20 trials; with 5, TPE came within 0.01 of the reference grid's best on <= 30 % of the grid's
 # fold-epochs in far more seeds (`make bench`, search-efficiency section of the report).
 TPE_STARTUP_TRIALS = 5
-SAMPLERS = ("tpe", "grid")
 
 
 class TrialFailed(RuntimeError):
@@ -80,43 +97,106 @@ def earlier_result(trial: Any) -> Any | None:
     return None
 
 
+@dataclass
+class FoldResult:
+    """One fold, scored at the epoch the protocol chose."""
+
+    fold: Fold
+    metrics: dict[str, float]  # frame metrics of the held-out video, with epochs, epochs_run, train_seconds
+    y: np.ndarray  # the held-out video's labels
+    proba: np.ndarray  # its out-of-fold probabilities at the chosen epoch
+
+
+@dataclass
+class CVResult:
+    folds: list[FoldResult]
+    compute: dict[str, float]
+    refit_epochs: int  # how long a model trained on all training videos should train
+    pruned: bool
+
+
 def cross_validate(
     head_factory: Callable[[], Any],
     data: PairData,
     folds: list[Fold],
-    on_fold: Callable[[Fold, dict[str, float], np.ndarray, np.ndarray, Any], bool] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    on_fold: Callable[[Fold, int, float, float], bool] | None = None,
     on_epoch: Callable[[Fold, int, dict], None] | None = None,
-) -> tuple[list[dict[str, float]], dict[str, float]]:
-    """Fit and score one head per fold. `on_fold` may return True to stop early (pruning).
+) -> CVResult:
+    """Fit and score one head per fold under `protocol` (see the module docstring).
 
-    Returns the per-fold metrics (with epochs and timings) and compute totals.
+    `on_fold(fold, folds_done, fold_score, running_score)` is called after each fold, with the
+    fold's score and the trial's CV score so far (both at the epoch the protocol would choose with
+    the folds done); returning True stops the trial there (pruning), and the folds done so far are
+    scored and returned.
     """
-    fold_metrics: list[dict[str, float]] = []
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol must be {' or '.join(PROTOCOLS)}, got {protocol!r}")
     train_seconds = epochs_total = predict_seconds = predicted_frames = 0.0
     cpu_started = time.process_time()  # all threads of this process: what the search costs in CPU
     n_params = 0
+    done: list[tuple[Fold, Any, np.ndarray]] = []  # (fold, fitted head, held-out probabilities or curve)
+    curves: list[np.ndarray] = []  # mean_curve: per fold, the held-out PR-AUC after each epoch
+    pruned = False
     for fold in folds:
-        X_train = [data.embeddings[v] for v in fold.train_ids]
-        y_train = [data.labels[v] for v in fold.train_ids]
+        train_ids = list(fold.train_ids)
+        val = None
+        if protocol == "inner":
+            inner = inner_video(fold, data.labels)
+            train_ids.remove(inner)
+            val = (data.embeddings[inner], data.labels[inner])
+        X_train = [data.embeddings[v] for v in train_ids]
+        y_train = [data.labels[v] for v in train_ids]
         X_val, y_val = data.embeddings[fold.val_id], data.labels[fold.val_id]
+        if protocol == "mean_curve":
+            val = (X_val, y_val)
         head = head_factory()
         head.fit(
-            X_train, y_train, sample_weights(y_train), val=(X_val, y_val),
+            X_train, y_train, sample_weights(y_train), val=val, stop_early=protocol == "inner",
+            keep_val_history=protocol == "mean_curve",
             on_epoch_end=(lambda epoch, logs, fold=fold: on_epoch(fold, epoch, logs)) if on_epoch else None,
         )
-        started = time.perf_counter()
-        proba = head.predict_proba(X_val)
-        predict_seconds += time.perf_counter() - started
-        predicted_frames += len(proba)
-        metrics = frame_metrics(y_val, proba)
-        metrics.update(epochs=float(head.best_epoch_), epochs_run=float(head.epochs_run_),
-                       train_seconds=float(head.train_seconds_))
-        fold_metrics.append(metrics)
         train_seconds += head.train_seconds_
         epochs_total += head.epochs_run_
         n_params = head.n_params_
-        if on_fold is not None and on_fold(fold, metrics, y_val, proba, head):
+        if protocol == "mean_curve":
+            curve = np.array([math.nan if e["val_pr_auc"] is None else e["val_pr_auc"] for e in head.history_])
+            curves.append(curve)
+            done.append((fold, head, head.val_history_))
+            scores = [curves[k][epoch - 1] for k, epoch in enumerate(cross_fitted_epochs(curves))]
+            fold_score, running = float(scores[-1]), float(np.nanmean(scores))
+        else:
+            started = time.perf_counter()
+            proba = head.predict_proba(X_val)
+            predict_seconds += time.perf_counter() - started
+            predicted_frames += len(proba)
+            done.append((fold, head, proba))
+            fold_score = float(frame_metrics(y_val, proba)["pr_auc"])
+            running = float(np.nanmean([frame_metrics(data.labels[f.val_id], p)["pr_auc"] for f, _, p in done]))
+        if on_fold is not None and on_fold(fold, len(done), fold_score, running):
+            pruned = len(done) < len(folds)
             break
+
+    if protocol == "mean_curve":
+        fold_epochs = cross_fitted_epochs(curves) if curves else []
+        refit_epochs = common_epoch(curves) if curves else 1
+    else:
+        fold_epochs = [head.best_epoch_ for _, head, _ in done]
+        refit_epochs = max(1, int(round(float(np.median(fold_epochs))))) if fold_epochs else 1
+    results = []
+    for (fold, head, scored), epoch in zip(done, fold_epochs, strict=True):
+        y_val = data.labels[fold.val_id]
+        proba = scored[epoch - 1] if protocol == "mean_curve" else scored
+        metrics = frame_metrics(y_val, proba)
+        metrics.update(epochs=float(epoch),
+                       epochs_run=float(head.epochs_run_), train_seconds=float(head.train_seconds_))
+        results.append(FoldResult(fold, metrics, y_val, np.asarray(proba, np.float32)))
+    if protocol == "mean_curve" and done:
+        # Held-out probabilities came from the per-epoch validation pass; time one prediction for the cost.
+        fold, head, _ = done[-1]
+        started = time.perf_counter()
+        predicted_frames += len(head.predict_proba(data.embeddings[fold.val_id]))
+        predict_seconds += time.perf_counter() - started
     compute = {
         "train_seconds": train_seconds,
         "cpu_seconds": time.process_time() - cpu_started,
@@ -126,7 +206,70 @@ def cross_validate(
         "n_params": float(n_params),
         "embedding_seconds_per_frame": data.embedding_seconds_per_frame,
     }
-    return fold_metrics, compute
+    return CVResult(results, compute, refit_epochs, pruned)
+
+
+def common_epoch(curves: list[np.ndarray]) -> int:
+    """The 1-based epoch where the mean over folds of the held-out PR-AUC curves is highest (earliest on ties)."""
+    length = min(len(curve) for curve in curves)
+    stacked = np.stack([curve[:length] for curve in curves])
+    finite = np.isfinite(stacked)
+    counts = finite.sum(axis=0)
+    mean = np.where(counts > 0, np.where(finite, stacked, 0.0).sum(axis=0) / np.maximum(counts, 1), -np.inf)
+    return int(np.argmax(mean)) + 1
+
+
+def fit_fold_models(head_factory: Callable[..., Any], data: PairData, folds: list[Fold], protocol: str,
+                    fold_epochs: list[int]) -> list[tuple[Any, np.ndarray]]:
+    """The fold models of a trial again, each as it was scored: (fitted head, held-out probabilities) per fold.
+
+    `head_factory(**overrides)` builds the trial's head (same parameters and seed). Under
+    ``mean_curve`` fold k trains for `fold_epochs[k]` epochs, the epoch it was scored at; under
+    ``inner`` it early-stops on the same inner video as in the search. What the leaderboard deploys
+    as the ``ensemble`` final model: the threshold is tuned on exactly these models' predictions.
+    """
+    models = []
+    for fold, epochs in zip(folds, fold_epochs, strict=True):
+        train_ids, val = list(fold.train_ids), None
+        if protocol == "inner":
+            inner = inner_video(fold, data.labels)
+            train_ids.remove(inner)
+            val = (data.embeddings[inner], data.labels[inner])
+            head = head_factory()
+        else:
+            head = head_factory(max_epochs=int(epochs))
+        y_train = [data.labels[v] for v in train_ids]
+        head.fit([data.embeddings[v] for v in train_ids], y_train, sample_weights(y_train), val=val)
+        models.append((head, head.predict_proba(data.embeddings[fold.val_id])))
+    return models
+
+
+def cross_fitted_epochs(curves: list[np.ndarray]) -> list[int]:
+    """Per fold, the 1-based epoch it is scored at: where the mean curve of the other folds peaks.
+
+    A lone fold has no other fold to choose for it: it is scored after its last epoch, the training
+    length fixed before any video was seen.
+    """
+    if len(curves) == 1:
+        return [len(curves[0])]
+    return [common_epoch(curves[:k] + curves[k + 1:]) for k in range(len(curves))]
+
+
+def inner_video(fold: Fold, labels: dict[str, np.ndarray]) -> str:
+    """The training video a fold early-stops on under the ``inner`` protocol.
+
+    The first training video after the held-out one (in manifest order, wrapping) that shows the
+    behaviour and leaves another training video that shows it too.
+    """
+    if len(fold.train_ids) < 2:
+        raise ConfigError(f"--protocol inner: fold {fold.index + 1} has {len(fold.train_ids)} training video(s); "
+                          "it needs 2 or more (one to train on, one to stop on): label more training videos, "
+                          "or use --protocol mean_curve")
+    positive = [v for v in fold.train_ids if np.any(np.asarray(labels[v]) > 0)]
+    if len(positive) < 2:
+        raise ConfigError(f"--protocol inner: fold {fold.index + 1} has {len(positive)} training video(s) showing "
+                          "the behaviour; it needs 2 (one to train on, one to stop on): use --protocol mean_curve")
+    return positive[0]
 
 
 def make_objective(
@@ -138,6 +281,7 @@ def make_objective(
     pair_run: Any,
     seed: int,
     progress: SearchProgress,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Callable[[Any], float]:
     """The Optuna objective for one pair: CV mean PR-AUC of the suggested params, fully tracked."""
     def objective(trial: optuna.Trial) -> float:
@@ -153,26 +297,27 @@ def make_objective(
                              f"CV PR-AUC {earlier.value:.3f} reused, nothing trained")
             return float(earlier.value)
         reset_peak_rss()  # peak memory per trial, not since the process started
-        running: list[float] = []
-        with pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour}) as tracked:
+        with pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour, TAG_PROTOCOL: protocol}) as tracked:
             # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
             trial.set_user_attr("mlflow_run_id", tracked.run_id)
             try:
-                def on_fold(fold: Fold, metrics: dict, y_val: np.ndarray, proba: np.ndarray, head: Any) -> bool:
-                    tracked.log_fold(fold.index, fold.val_id, metrics, y_val, proba, int(metrics["epochs"]))
-                    progress.fold(trial_label, folds.index(fold) + 1, len(folds), fold.val_id, metrics["pr_auc"],
-                                  int(metrics["epochs_run"]), metrics["train_seconds"])
-                    running.append(metrics["pr_auc"])
-                    trial.report(float(np.nanmean(running)), step=len(running) - 1)
+                def on_fold(fold: Fold, n_done: int, fold_score: float, running: float) -> bool:
+                    progress.fold(trial_label, n_done, len(folds), fold.val_id, fold_score, running)
+                    trial.report(running, step=n_done - 1)
                     return trial.should_prune()
 
                 def on_epoch(fold: Fold, epoch: int, logs: dict) -> None:
                     progress.epoch(trial_label, folds.index(fold) + 1, len(folds), epoch, logs)
 
-                fold_metrics, compute = cross_validate(
-                    lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds, on_fold, on_epoch
-                )
+                cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds,
+                                    protocol, on_fold, on_epoch)
+                for result in cv.folds:
+                    tracked.log_fold(result.fold.index, result.fold.val_id, result.metrics, result.y, result.proba,
+                                     int(result.metrics["epochs"]))
+                fold_metrics, compute = [result.metrics for result in cv.folds], cv.compute
                 summary = summarise(fold_metrics)
+                summary["pr_auc_pooled"] = pooled_pr_auc([r.y for r in cv.folds], [r.proba for r in cv.folds])
+                summary["refit_epochs"] = cv.refit_epochs
                 compute["peak_rss_mb"] = peak_rss_mb()
                 tracked.log_summary(summary)
                 tracked.log_compute(compute)
@@ -183,7 +328,7 @@ def make_objective(
                 trial.set_user_attr("folds_done", len(fold_metrics))
                 trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
                 score = summary[OBJECTIVE]
-                pruned = len(fold_metrics) < len(folds)
+                pruned = cv.pruned
                 if not pruned and not math.isfinite(score):
                     raise TrialFailed(f"CV PR-AUC is {score}; no fold produced a score")
                 tracked.set_state(STATE_PRUNED if pruned else STATE_COMPLETE)
@@ -198,7 +343,7 @@ def make_objective(
             progress.message(f"trial {trial_label} pruned after {len(fold_metrics)} fold(s)")
             raise optuna.TrialPruned()
         progress.message(
-            f"trial {trial_label} · CV PR-AUC {score:.3f} ± {summary['pr_auc_std']:.3f} · "
+            f"trial {trial_label} · CV PR-AUC {score:.3f} ± {summary['pr_auc_se']:.3f} (SE) · "
             f"{compute['train_seconds']:.0f}s training"
         )
         return score

@@ -92,6 +92,7 @@ EXPECTED_ARGUMENTS = {
         ("--n-trials", "n_trials", None, False),
         ("--timeout", "timeout", None, False),
         ("--sampler", "sampler", "tpe", False),
+        ("--protocol", "protocol", "mean_curve", False),
         ("--search-space", "search_space", None, False),
         ("--workdir", "workdir", None, False),
         ("--storage", "storage", None, False),

@@ -100,17 +100,20 @@ def test_summarise_ignores_nan():
             {"pr_auc": math.nan, "roc_auc": 0.6, "tp": 6},
         ]
     )
-    assert summary["pr_auc_mean"] == pytest.approx(0.7) and summary["pr_auc_std"] == pytest.approx(0.2)
-    assert summary["roc_auc_mean"] == pytest.approx(0.7) and summary["roc_auc_std"] == pytest.approx(0.1)
-    assert summary["tp_mean"] == pytest.approx(4.0) and summary["tp_std"] == pytest.approx(np.std([2, 4, 6]))
+    # Sample standard deviation (ddof=1) over the folds that have a value; SE = std / sqrt(their number).
+    assert summary["pr_auc_mean"] == pytest.approx(0.7) and summary["pr_auc_std"] == pytest.approx(np.std([0.5, 0.9], ddof=1))
+    assert summary["pr_auc_se"] == pytest.approx(np.std([0.5, 0.9], ddof=1) / np.sqrt(2))
+    assert summary["roc_auc_mean"] == pytest.approx(0.7) and summary["roc_auc_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert summary["tp_mean"] == pytest.approx(4.0) and summary["tp_std"] == pytest.approx(2.0)
+    assert summary["tp_se"] == pytest.approx(2.0 / np.sqrt(3))
     assert summary["n_folds"] == 3
-    assert set(summary) == {"pr_auc_mean", "pr_auc_std", "roc_auc_mean", "roc_auc_std", "tp_mean", "tp_std", "n_folds"}
+    assert set(summary) == {f"{key}_{stat}" for key in ("pr_auc", "roc_auc", "tp") for stat in ("mean", "std", "se")} | {"n_folds"}
 
 
 def test_summarise_all_nan_missing_keys_and_real_folds():
     summary = summarise([{"roc_auc": math.nan}, {"roc_auc": math.nan, "f1": 0.4}])
     assert math.isnan(summary["roc_auc_mean"]) and math.isnan(summary["roc_auc_std"])
-    assert summary["f1_mean"] == 0.4 and summary["f1_std"] == 0.0  # the fold without f1 counts as NaN
+    assert summary["f1_mean"] == 0.4 and math.isnan(summary["f1_std"])  # one value: no spread; no f1 counts as NaN
     folds = [frame_metrics(Y, P), frame_metrics(Y, Y.astype(float))]
     assert summarise(folds)["pr_auc_mean"] == pytest.approx((0.8333333333 + 1.0) / 2)
     with pytest.raises(ValueError, match="at least one fold"):

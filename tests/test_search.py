@@ -12,19 +12,25 @@ BEHAVIOURS = ("grooming", "mid_rearing", "wall_rearing")
 
 
 class SpyHead:
-    """A per-frame logistic regression that records what it was trained and validated on."""
+    """A per-frame logistic regression (one "epoch") that records what it was trained and validated on."""
 
     calls: list[dict] = []
 
-    def fit(self, X, y, sample_weight, val=None, on_epoch_end=None):
+    def fit(self, X, y, sample_weight, val=None, on_epoch_end=None, stop_early=True, keep_val_history=False):
         from sklearn.linear_model import LogisticRegression
 
-        SpyHead.calls.append({"train": [id(x) for x in X], "val": id(val[0]), "weights": sample_weight, "y": y})
+        SpyHead.calls.append({"train": [id(x) for x in X], "val": id(val[0]), "weights": sample_weight, "y": y,
+                              "stop_early": stop_early})
         self.model_ = LogisticRegression(max_iter=200).fit(
             np.concatenate(X), np.concatenate(y), sample_weight=np.concatenate(sample_weight)
         )
         self.best_epoch_ = self.epochs_run_ = 1
         self.train_seconds_, self.n_params_ = 0.01, X[0].shape[1] + 1
+        val_proba = self.predict_proba(val[0])
+        self.val_history_ = val_proba[None, :] if keep_val_history else None
+        from sklearn.metrics import average_precision_score
+
+        self.history_ = [{"epoch": 1, "loss": 0.0, "val_pr_auc": float(average_precision_score(val[1], val_proba))}]
         return self
 
     def predict_proba(self, X):
@@ -63,22 +69,36 @@ def test_folds_never_share_a_video_and_never_touch_test_videos(small_synthetic):
     dataset, embeddings, _ = small_synthetic
     data, folds = _pair(small_synthetic, "wall_rearing")
     SpyHead.calls = []
-    cross_validate(SpyHead, data, folds)
+    cross_validate(SpyHead, data, folds, protocol="mean_curve")
     test_ids = {id(embeddings[v.id]) for v in dataset.split("test")}
     assert len(SpyHead.calls) == len(folds) == 3
     validated = []
     for call, fold in zip(SpyHead.calls, folds):
         assert call["val"] not in call["train"]
         assert call["val"] == id(data.embeddings[fold.val_id])
+        assert not call["stop_early"]  # the scored video never stops its own training
         assert not test_ids & set(call["train"] + [call["val"]])
         validated.append(fold.val_id)
     assert sorted(validated) == sorted(v.id for v in dataset.split("train"))
+
+
+def test_the_inner_protocol_stops_on_a_training_video_and_never_on_the_scored_one(small_synthetic):
+    dataset, embeddings, _ = small_synthetic
+    data, folds = _pair(small_synthetic, "wall_rearing")
+    SpyHead.calls = []
+    result = cross_validate(SpyHead, data, folds, protocol="inner")
+    for call, fold in zip(SpyHead.calls, folds):
+        inner = next(v for v in fold.train_ids if id(data.embeddings[v]) == call["val"])
+        assert call["stop_early"] and inner != fold.val_id
+        assert call["train"] == [id(data.embeddings[v]) for v in fold.train_ids if v != inner]
+    assert [r.fold.val_id for r in result.folds] == [f.val_id for f in folds]
 
 
 def test_sample_weights_follow_the_formula_on_the_fold_training_videos(small_synthetic):
     data, folds = _pair(small_synthetic, "grooming")
     SpyHead.calls = []
     cross_validate(SpyHead, data, folds)
+    assert SpyHead.calls
     for call in SpyHead.calls:
         y = np.concatenate(call["y"])
         w = np.concatenate(call["weights"])
@@ -104,13 +124,13 @@ def test_a_head_learns_every_behaviour_and_shuffled_labels_do_not(small_syntheti
                   max_epochs=15, patience=3, seed=0)
     data, folds = _pair(small_synthetic, behaviour)
     positive_rate = float(np.mean(np.concatenate(list(data.labels.values()))))
-    real, _ = cross_validate(lambda: HEADS.build("lstm", **params), data, folds)
-    real_score = summarise(real)["pr_auc_mean"]
+    real = cross_validate(lambda: HEADS.build("lstm", **params), data, folds)
+    real_score = summarise([r.metrics for r in real.folds])["pr_auc_mean"]
     assert real_score >= max(0.5, 3 * positive_rate), (real_score, positive_rate)
 
     shuffled_data, _ = _pair(small_synthetic, behaviour, shuffle_seed=1)
-    shuffled, _ = cross_validate(lambda: HEADS.build("lstm", **params), shuffled_data, folds)
-    shuffled_score = summarise(shuffled)["pr_auc_mean"]
+    shuffled = cross_validate(lambda: HEADS.build("lstm", **params), shuffled_data, folds)
+    shuffled_score = summarise([r.metrics for r in shuffled.folds])["pr_auc_mean"]
     assert abs(shuffled_score - positive_rate) < 0.1, (shuffled_score, positive_rate)
 
 

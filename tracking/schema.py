@@ -112,9 +112,11 @@ CV_PR_AUC_STD = CV + "pr_auc_std"  # sample standard deviation over folds
 CV_PR_AUC_SE = CV + "pr_auc_se"  # standard error of the mean over folds
 CV_PR_AUC_POOLED = CV + "pr_auc_pooled"  # out-of-fold frames of all folds pooled
 CV_N_FOLDS = CV + "n_folds"
+CV_REFIT_EPOCHS = CV + "refit_epochs"  # how long a model on all training videos trains (the protocol's choice)
 CV_SUMMARY = (CV_PR_AUC_MEAN, CV_PR_AUC_STD, CV_PR_AUC_SE, CV_PR_AUC_POOLED, CV_N_FOLDS)  # copied onto refit runs
 TEST_PR_AUC_MEAN = TEST + "pr_auc_mean"  # mean over test videos of per-video PR-AUC
 TEST_PR_AUC_POOLED = TEST + "pr_auc_pooled"
+TEST_SEEDS = "test_seeds/"  # final refit: <metric>_mean and <metric>_sd over the refit seeds
 N_TEST_EVALUATIONS = "n_test_evaluations"  # on a leaderboard run: test scorings of this behaviour so far
 DECISION_THRESHOLD = DECISION + "threshold"
 # Keys of `compute/` in use: train_seconds, cpu_seconds, seconds_per_epoch, inference_frames_per_second,
@@ -177,6 +179,8 @@ class TrialRecord:
     n_folds: int
     fold_scores: dict[str, float]  # held-out video (or "fold k") -> PR-AUC, in fold order
     fold_epochs: list[int]  # the epoch each fold was scored at, in fold order
+    refit_epochs: int | None  # the protocol's training length for a model on all training videos
+    protocol: str | None
     cpu_seconds: float  # CPU seconds of the trial (wall training seconds where CPU was not logged)
     error: str | None
     params: dict[str, str] = field(default_factory=dict)  # as MLflow holds them (text)
@@ -210,6 +214,8 @@ class TrialRecord:
             n_folds=int(metrics.get(CV_N_FOLDS, 0)),
             fold_scores=dict(scores[k] for k in sorted(scores)),
             fold_epochs=[epochs[k] for k in sorted(epochs)],
+            refit_epochs=int(metrics[CV_REFIT_EPOCHS]) if CV_REFIT_EPOCHS in metrics else None,
+            protocol=tags.get(TAG_PROTOCOL),
             cpu_seconds=metrics.get(COMPUTE + "cpu_seconds", metrics.get(COMPUTE + "train_seconds", 0.0)),
             error=tags.get(TAG_ERROR),
             params=dict(run.data.params),

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.metrics import average_precision_score
 
 from ...core.errors import ConfigError, DataError
 from ..features.sequences import stitch, training_windows, window_starts
@@ -132,6 +133,8 @@ class Head(ABC):
         sample_weight: Sequence[np.ndarray],
         val: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None,
+        stop_early: bool = True,
+        keep_val_history: bool = False,
     ) -> Head:
         """Train on whole videos.
 
@@ -145,6 +148,12 @@ class Head(ABC):
             on_epoch_end: called as `on_epoch_end(epoch, logs)` after every epoch, `epoch` counting
                 from 1 and `logs` holding loss, val_pr_auc (None without `val`) and seconds. An
                 exception it raises (pruning, interrupt) stops training and propagates.
+            stop_early: with `val`, stop after `patience` epochs without a better validation PR-AUC and
+                restore the best epoch's weights. False trains exactly `max_epochs` epochs and keeps the
+                last weights, scoring `val` every epoch (a protocol in which the scored video must not
+                choose the training length; see `benchmark.search`).
+            keep_val_history: keep every epoch's validation probabilities in `val_history_`
+                ((epochs, frames) float32), so a caller can score the video at an epoch it chooses.
 
         Returns:
             self, with model_, history_ (one dict per epoch: epoch, loss, val_pr_auc, seconds),
@@ -168,16 +177,19 @@ class Head(ABC):
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss="binary_crossentropy")
         forward = _compiled_forward(model, self.sequence_length, input_dim)
 
-        from sklearn.metrics import average_precision_score
+        val_history: list[np.ndarray] = []
 
         def score() -> float:
             probabilities = stitch(_predict_windows(forward, val_windows), val_starts, len(val_labels))
+            if keep_val_history:
+                val_history.append(np.asarray(probabilities, np.float32))
             if not np.isfinite(probabilities).all():
                 return math.nan
             return float(average_precision_score(val_labels, probabilities))
 
         tracker = _EpochTracker(
-            keras.callbacks.Callback, score if val is not None else None, self.patience, on_epoch_end
+            keras.callbacks.Callback, score if val is not None else None,
+            self.patience if stop_early else None, on_epoch_end,
         )
         started = time.perf_counter()
         model.fit(
@@ -185,7 +197,7 @@ class Head(ABC):
             shuffle=True, verbose=0, callbacks=[tracker.callback],
         )
         train_seconds = time.perf_counter() - started
-        if tracker.best_weights is not None:
+        if stop_early and tracker.best_weights is not None:
             model.set_weights(tracker.best_weights)
 
         self.model_ = model
@@ -193,8 +205,9 @@ class Head(ABC):
         self.input_dim_ = int(input_dim)
         self.history_ = tracker.history
         self.epochs_run_ = len(tracker.history)
-        if val is None:
-            self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, None
+        self.val_history_ = np.stack(val_history) if val_history else None
+        if val is None or not stop_early:
+            self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, tracker.best_score
         elif tracker.best_weights is None:  # every epoch scored NaN (diverged): keep the last weights
             self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, math.nan
         else:
@@ -393,7 +406,7 @@ class _EpochTracker:
         self,
         callback_base: type,
         score: Callable[[], float] | None,
-        patience: int,
+        patience: int | None,
         on_epoch_end: Callable[[int, dict], None] | None,
     ) -> None:
         self.score = score
@@ -429,8 +442,9 @@ class _EpochTracker:
                 self.best_score is None or val_pr_auc > self.best_score
             ):
                 self.best_score, self.best_epoch = val_pr_auc, epoch
-                self.best_weights = [np.array(w, copy=True) for w in model.get_weights()]
-            stop = epoch - self.best_epoch >= self.patience
+                if self.patience is not None:  # without early stopping the last weights are kept
+                    self.best_weights = [np.array(w, copy=True) for w in model.get_weights()]
+            stop = self.patience is not None and epoch - self.best_epoch >= self.patience
         if self.user_callback is not None:
             self.user_callback(epoch, dict(logs))
         return stop
