@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score
 
 from mbr_bench.core.errors import ConfigError, DataError
 from mbr_bench.benchmark.features.sequences import sample_weights
-from mbr_bench.benchmark.heads import HEADS, Head
+from mbr_bench.benchmark.heads import HEADS, Head, base
 
 # Tiny architectures so every fit takes a second or two on two CPU cores; heads not listed use defaults.
 TINY = {
@@ -182,7 +182,7 @@ def test_unknown_parameter_names_the_known_ones():
 def test_param_names_are_the_constructor_keywords():
     assert HEADS.get("tcn").param_names() == {
         "sequence_length", "batch_size", "learning_rate", "dropout", "max_epochs", "patience", "seed",
-        "n_layers", "nb_filters", "kernel_size", "norm", "dilations", "tcn_dropout",
+        "feature_norm", "n_layers", "nb_filters", "kernel_size", "norm", "dilations", "tcn_dropout",
     }
     assert HEADS.get("lstm")().get_params()["units"] == 64  # reference defaults
     assert HEADS.get("tcn")().get_params()["nb_filters"] == 256
@@ -311,3 +311,67 @@ def test_loading_a_damaged_head_is_a_data_error(tmp_path):
         load_head(tmp_path)
     with pytest.raises(DataError, match="no saved head"):
         load_head(tmp_path / "missing")
+
+
+# -- prediction windows -----------------------------------------------------------------------------
+
+
+class PastCounter(Head):
+    """A stand-in "window model": its output at each position of a window is the number of frames of
+    past the window holds there, divided by the window length (so it stays a probability)."""
+
+    name = "past_counter"  # not registered: the registry lists real heads only
+
+    def build_model(self, input_dim):
+        keras = base.import_keras()
+        length = float(self.sequence_length)
+        inputs = keras.Input(shape=(None, input_dim))
+        outputs = keras.layers.Lambda(
+            lambda x: (keras.ops.cumsum(keras.ops.ones_like(x[..., :1]), axis=1) - 1.0) / length
+        )(inputs)
+        return keras.Model(inputs, outputs)
+
+
+def past_counter(length: int) -> PastCounter:
+    head = PastCounter(sequence_length=length)
+    head.model_ = head.build_model(1)
+    head._forward = base._compiled_forward(head.model_, length, 1)
+    head.input_dim_, head.feature_mean_, head.feature_std_ = 1, None, None
+    return head
+
+
+@pytest.mark.parametrize("n_frames", [1, 7, 19, 20, 21, 30, 31, 45, 1000, 2603])
+def test_predict_proba_gives_every_frame_at_least_half_a_window_of_past(n_frames, monkeypatch):
+    length = 20
+    head = past_counter(length)
+    past = np.rint(head.predict_proba(np.zeros((n_frames, 1), np.float32)) * length).astype(int)
+    frames = np.arange(n_frames)
+    assert (past >= np.minimum(frames, length // 2)).all()
+    np.testing.assert_array_equal(past[:length], frames[:length])  # the first window: all the past there is
+    # Chunking the windows into forward passes changes nothing (2603 frames: 260 windows, 3 chunks of 128).
+    monkeypatch.setattr(base, "PREDICT_CHUNK_WINDOWS", 1)
+    one_at_a_time = np.rint(head.predict_proba(np.zeros((n_frames, 1), np.float32)) * length).astype(int)
+    np.testing.assert_array_equal(one_at_a_time, past)
+
+
+def test_validation_scoring_uses_the_prediction_windows():
+    # keep_val_history holds what the per-epoch validation pass predicted: the same as predict_proba.
+    X, y = videos(2, 60, seed=12)
+    val_X, val_y = videos(1, 173, seed=13)
+    head = build("lstm", max_epochs=1).fit(
+        X, y, sample_weights(y), val=(val_X[0], val_y[0]), stop_early=False, keep_val_history=True,
+    )
+    assert head.val_history_.shape == (1, 173)
+    np.testing.assert_array_equal(head.val_history_[0], head.predict_proba(val_X[0]))
+
+
+@pytest.mark.parametrize("name", ["lstm", "tcn"])
+def test_prediction_chunks_do_not_change_predictions(name, monkeypatch):
+    X, y = videos(2, 60, seed=14)
+    head = build(name, max_epochs=1).fit(X, y, sample_weights(y))
+    long_video = videos(1, 2603, seed=15)[0][0]  # 259 half-overlapping windows of 20 frames: 3 chunks
+    chunked = head.predict_proba(long_video)
+    monkeypatch.setattr(base, "PREDICT_CHUNK_WINDOWS", 1)
+    # Equal to float32 rounding: the batch size of a forward pass changes the order of the sums in
+    # the matmuls (a last-bit difference); which window gives each frame is tested exactly above.
+    np.testing.assert_allclose(head.predict_proba(long_video), chunked, rtol=0, atol=1e-6)

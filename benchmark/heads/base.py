@@ -5,12 +5,17 @@ A head is an estimator in the scikit-learn sense: `__init__` only stores keyword
 build their Keras model; windowing, training, early stopping and prediction live here, so every
 head is trained and timed the same way (the reference's protocol):
 
-* windows of `sequence_length` frames (`mbr_bench.benchmark.features.sequences`), `batch_size`
-  windows per step, shuffled each epoch;
+* inputs scaled per feature as `feature_norm` says: not at all ("none"), with the mean and standard
+  deviation of the training videos given to `fit` ("train"; stored with the head), or each video
+  with its own ("per_video", no labels used);
+* training windows of `sequence_length` frames (`mbr_bench.benchmark.features.sequences`),
+  `batch_size` windows per step, shuffled each epoch;
 * Adam(`learning_rate`), binary cross-entropy weighted per frame by the caller's sample weights;
 * up to `max_epochs` epochs; with a validation video, early stopping on its PR-AUC (average
   precision over the whole video, stitched from windows) with `patience`, restoring the weights of
-  the best epoch; without one, exactly `max_epochs` epochs.
+  the best epoch; without one, exactly `max_epochs` epochs;
+* prediction, the validation scoring included, on half-overlapping windows stitched so that each
+  frame comes from the window in which it has the most past (`features.sequences`).
 
 TensorFlow is imported only inside `fit`, `build_model` and `predict_proba`.
 """
@@ -22,6 +27,7 @@ import json
 import math
 import numbers
 import time
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -32,12 +38,23 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from ...core.errors import ConfigError, DataError
-from ..features.sequences import stitch, training_windows, window_starts
+from ..features.sequences import (
+    Scaling,
+    feature_stats,
+    prediction_starts,
+    scale,
+    stitch,
+    training_windows,
+)
 from ...core.registry import Registry
 
 # Windows per forward pass when predicting: bounds memory on long videos; the batch dimension of the
 # compiled forward pass is dynamic, so a smaller last chunk does not retrace.
 PREDICT_CHUNK_WINDOWS = 128
+
+# Input scaling of a head (`Head(feature_norm=...)`): see the Head docstring.
+FEATURE_NORMS = ("none", "train", "per_video")
+DEFAULT_FEATURE_NORM = "none"
 
 
 class Head(ABC):
@@ -51,6 +68,14 @@ class Head(ABC):
         max_epochs: upper bound on training epochs (>= 1).
         patience: epochs without a better validation PR-AUC before stopping (>= 1).
         seed: seeds Python, NumPy and TensorFlow at the start of `fit`, so a fit is reproducible.
+        feature_norm: how input features are scaled, per feature, before the model sees them:
+            "none" (as they are); "train" ((x - mean) / std with the mean and standard deviation of
+            all frames of the training videos given to `fit`, never the validation video, applied to
+            every input; kept in `feature_mean_` / `feature_std_` and saved with the head);
+            "per_video" (each video, in training, validation and prediction alike, with its own
+            mean and standard deviation over its frames; no labels used). A standard deviation below
+            `features.sequences.FEATURE_STD_EPSILON` (a constant feature) counts as 1.
+            Default DEFAULT_FEATURE_NORM.
         **architecture: not accepted here; subclasses declare their architecture keywords.
     """
 
@@ -66,6 +91,7 @@ class Head(ABC):
         max_epochs: int = 50,
         patience: int = 5,
         seed: int = 0,
+        feature_norm: str = DEFAULT_FEATURE_NORM,
         **architecture: Any,
     ) -> None:
         if architecture:
@@ -81,6 +107,7 @@ class Head(ABC):
         self.max_epochs = max_epochs
         self.patience = patience
         self.seed = seed
+        self.feature_norm = feature_norm
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -113,6 +140,7 @@ class Head(ABC):
         check_int(self, "max_epochs", minimum=1)
         check_int(self, "patience", minimum=1)
         check_int(self, "seed", minimum=0)
+        check_choice(self, "feature_norm", FEATURE_NORMS)
         self._validate_architecture()
 
     def _validate_architecture(self) -> None:
@@ -159,17 +187,27 @@ class Head(ABC):
             self, with model_, history_ (one dict per epoch: epoch, loss, val_pr_auc, seconds),
             epochs_run_, best_epoch_ (1-based; epochs_run_ without `val`), best_val_pr_auc_,
             train_seconds_ (the training loop, validation scoring included; epoch 1 also holds
-            graph tracing), seconds_per_epoch_ (train_seconds_ / epochs_run_), n_params_ and
-            input_dim_ set.
+            graph tracing), seconds_per_epoch_ (train_seconds_ / epochs_run_), n_params_,
+            input_dim_, and feature_mean_ / feature_std_ ((features,) float32 with
+            feature_norm="train", else None) set.
+
+        The validation video is scored every epoch exactly as `predict_proba` would score it (same
+        scaling, windows and stitching), so `val_history_` rows are what `predict_proba` gave then.
         """
         self._validate()
-        Xw, yw, ww = training_windows(X, y, sample_weight, self.sequence_length)
+        if self.feature_norm == "train":
+            self.feature_mean_, self.feature_std_ = feature_stats(X)
+            scalings: list[Scaling | None] = [(self.feature_mean_, self.feature_std_)] * len(X)
+        else:
+            self.feature_mean_ = self.feature_std_ = None
+            scalings = [feature_stats([Xv]) if self.feature_norm == "per_video" else None for Xv in X]
+        Xw, yw, ww = training_windows(X, y, sample_weight, self.sequence_length, scalings)
+        del scalings
         input_dim = Xw.shape[2]
-        val_windows = val_labels = val_starts = None
+        val_X = val_labels = val_scaling = None
         if val is not None:
             val_X, val_labels = self._check_val(val, input_dim)
-            val_starts = window_starts(len(val_X), self.sequence_length)
-            val_windows = self._windows(val_X, val_starts)
+            val_scaling = self._scaling(val_X)
 
         keras = import_keras()
         keras.utils.set_random_seed(self.seed)
@@ -180,7 +218,7 @@ class Head(ABC):
         val_history: list[np.ndarray] = []
 
         def score() -> float:
-            probabilities = stitch(_predict_windows(forward, val_windows), val_starts, len(val_labels))
+            probabilities = self._predict_video(forward, val_X, val_scaling)
             if keep_val_history:
                 val_history.append(np.asarray(probabilities, np.float32))
             if not np.isfinite(probabilities).all():
@@ -237,8 +275,9 @@ class Head(ABC):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(frames, features) embeddings of one video -> (frames,) float32 probabilities in [0, 1].
 
-        Any number of frames: the video is cut into windows as in training, predicted in batches
-        and stitched back (see `features.sequences`).
+        Any number of frames: the video is scaled as `feature_norm` says, cut into half-overlapping
+        windows, predicted PREDICT_CHUNK_WINDOWS windows at a time and stitched back, each frame from
+        the window in which it has the most past (see `features.sequences`).
         """
         if not hasattr(self, "model_"):
             raise RuntimeError(f"head {self.name}: call fit before predict_proba")
@@ -248,10 +287,27 @@ class Head(ABC):
                             f"(frames, {self.input_dim_}); use the backbone it was trained with")
         if len(X) == 0:
             return np.zeros(0, np.float32)
-        starts = window_starts(len(X), self.sequence_length)
-        # Windows are built chunk by chunk, so memory stays bounded on hour-long videos.
+        return self._predict_video(self._forward, X, self._scaling(X))
+
+    def _scaling(self, X: np.ndarray) -> Scaling | None:
+        """The (mean, std) that video `X` is scaled with under `feature_norm` (None: not scaled)."""
+        if self.feature_norm == "train":
+            return self.feature_mean_, self.feature_std_
+        if self.feature_norm == "per_video":
+            return feature_stats([X])
+        return None
+
+    def _predict_video(
+        self, forward: Callable[[np.ndarray], Any], X: np.ndarray, scaling: Scaling | None
+    ) -> np.ndarray:
+        """(frames, features) float32 of one video -> (frames,) float32 probabilities in [0, 1].
+
+        The one prediction path, shared by `predict_proba` and the per-epoch validation scoring.
+        Windows are built PREDICT_CHUNK_WINDOWS at a time, so memory stays bounded on hour-long videos.
+        """
+        starts = prediction_starts(len(X), self.sequence_length)
         parts = [
-            _predict_windows(self._forward, self._windows(X, starts[first : first + PREDICT_CHUNK_WINDOWS]))
+            np.asarray(forward(self._windows(X, starts[first : first + PREDICT_CHUNK_WINDOWS], scaling)))[..., 0]
             for first in range(0, len(starts), PREDICT_CHUNK_WINDOWS)
         ]
         probabilities = stitch(np.concatenate(parts, axis=0), starts, len(X))
@@ -260,9 +316,10 @@ class Head(ABC):
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
-        """Write the fitted head to `folder`: ``head.json`` (name, parameters, input size) and
-        ``model.weights.h5``. Weights only, so loading needs no custom-object registry; `load_head`
-        rebuilds the architecture from the parameters."""
+        """Write the fitted head to `folder`: ``head.json`` (name, parameters, input size),
+        ``model.weights.h5`` and, with feature_norm="train", ``feature_norm.npz`` (arrays ``mean`` and
+        ``std``, the training statistics). Weights only, so loading needs no custom-object registry;
+        `load_head` rebuilds the architecture from the parameters."""
         if not hasattr(self, "model_"):
             raise RuntimeError(f"head {self.name}: call fit before save")
         folder = Path(folder)
@@ -271,21 +328,27 @@ class Head(ABC):
                 "n_params": self.n_params_}
         (folder / HEAD_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
         self.model_.save_weights(folder / HEAD_WEIGHTS)
+        stats = folder / HEAD_FEATURE_STATS
+        if self.feature_norm == "train":
+            np.savez(stats, mean=self.feature_mean_, std=self.feature_std_)
+        else:
+            stats.unlink(missing_ok=True)  # a stale file from an earlier save to this folder
         return folder
 
-    def _windows(self, X: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """(frames, features) -> (windows, sequence_length, features) float32, zero-padded at the end."""
+    def _windows(self, X: np.ndarray, starts: np.ndarray, scaling: Scaling | None = None) -> np.ndarray:
+        """(frames, features) -> (windows, sequence_length, features) float32, each window's frames
+        scaled with `scaling` (`features.sequences.scale`), zero-padded at the end."""
         length = self.sequence_length
         windows = np.zeros((len(starts), length, X.shape[1]), np.float32)
         for row, start in enumerate(starts):
             chunk = X[start : start + length]
-            windows[row, : len(chunk)] = chunk
+            windows[row, : len(chunk)] = scale(chunk, scaling)
         return windows
 
 
 HEADS: Registry[Head] = Registry("head")
 
-HEAD_SPEC, HEAD_WEIGHTS = "head.json", "model.weights.h5"
+HEAD_SPEC, HEAD_WEIGHTS, HEAD_FEATURE_STATS = "head.json", "model.weights.h5", "feature_norm.npz"
 
 
 def load_head(folder: str | Path) -> Head:
@@ -300,8 +363,13 @@ def load_head(folder: str | Path) -> Head:
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"{spec_path}: not a saved head ({type(error).__name__}: {error}); "
                         "save the model again") from None
+    # Heads saved before feature_norm existed scaled nothing, whatever today's default.
+    params.setdefault("feature_norm", "none")
     head = HEADS.build(name, **params)
     head._validate()
+    head.feature_mean_ = head.feature_std_ = None
+    if head.feature_norm == "train":
+        head.feature_mean_, head.feature_std_ = _load_feature_stats(folder / HEAD_FEATURE_STATS, input_dim)
     keras = import_keras()
     keras.utils.set_random_seed(head.seed)
     model = head.build_model(input_dim)
@@ -315,6 +383,24 @@ def load_head(folder: str | Path) -> Head:
     head.input_dim_ = input_dim
     head.n_params_ = int(model.count_params())
     return head
+
+
+def _load_feature_stats(path: Path, input_dim: int) -> Scaling:
+    """The training mean and std saved beside a feature_norm="train" head."""
+    try:
+        with np.load(path) as stats:
+            mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; a head with feature_norm='train' needs the training statistics "
+                        "saved beside its weights, save the model again") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        detail = (str(error).splitlines() or [""])[0][:160]
+        raise DataError(f"{path}: cannot read the training statistics ({type(error).__name__}: {detail}); "
+                        "save the model again") from None
+    if mean.shape != (input_dim,) or std.shape != (input_dim,) or not (std > 0).all():
+        raise DataError(f"{path}: training statistics of shapes {mean.shape} and {std.shape}, expected "
+                        f"({input_dim},) each with std > 0; save the model again")
+    return mean, std
 
 
 def _plain(value: Any) -> Any:
@@ -385,15 +471,6 @@ def _compiled_forward(model: Any, length: int, input_dim: int) -> Callable[[np.n
         return model(windows, training=False)
 
     return forward
-
-
-def _predict_windows(forward: Callable[[np.ndarray], Any], windows: np.ndarray) -> np.ndarray:
-    """(N, length, features) -> (N, length) probabilities, in chunks of PREDICT_CHUNK_WINDOWS."""
-    parts = [
-        np.asarray(forward(windows[first : first + PREDICT_CHUNK_WINDOWS]))[..., 0]
-        for first in range(0, len(windows), PREDICT_CHUNK_WINDOWS)
-    ]
-    return np.concatenate(parts, axis=0)
 
 
 class _EpochTracker:

@@ -18,8 +18,8 @@ class FrameMLPHead(Head):
     Args:
         n_layers: hidden Dense layers (>= 1).
         units: units of each hidden layer.
-        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed
-            (see `Head`).
+        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed,
+            feature_norm (see `Head`).
     """
 
     def __init__(self, *, n_layers: int = 1, units: int = 128, **common: Any) -> None:

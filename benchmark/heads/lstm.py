@@ -15,8 +15,8 @@ class LSTMHead(Head):
         n_layers: stacked LSTM layers, each returning the whole sequence (reference grid 1, 2, 3).
         units: units of the first LSTM layer, halved at each following layer, at least 1
             (reference grid 64, 128, 256).
-        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed
-            (see `Head`).
+        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed,
+            feature_norm (see `Head`).
 
     The reference's best LSTM (Table 4.1) is sequence_length=300, n_layers=3, units=64, batch_size=8.
     """

@@ -27,8 +27,8 @@ class TCNHead(Head):
             normalisation, `heads.tcn_weight_norm`) or "none".
         dilations: dilation of each residual block.
         tcn_dropout: SpatialDropout1D rate inside the residual blocks (keras-tcn's dropout_rate).
-        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed
-            (see `Head`).
+        **common: sequence_length, batch_size, learning_rate, dropout, max_epochs, patience, seed,
+            feature_norm (see `Head`).
 
     The reference's best TCN (Table 4.1) is sequence_length=300, n_layers=1, nb_filters=256,
     kernel_size=3, norm="batch", dropout=0.5, batch_size=8.
