@@ -3,7 +3,9 @@
     model/
       bundle.json        behaviour, backbone (name, weights, settings), crop, pose settings,
                          decision threshold and post-processing, where it came from, its scores
-      head/              the fitted temporal head (`Head.save`)
+      head/              the fitted temporal head (`Head.save`): a model refit on all training videos
+      head_0/ head_1/..  or the K fold models of the search, whose probabilities are averaged (an
+                         ``ensemble`` final model: the models the threshold was tuned on)
 
 The folder is logged as the ``model`` artifact of a refit run, so a model loads by run id, by
 registered model name (``mbr-bench.<behaviour>``, optionally ``/<version>``), or from a copy of
@@ -26,7 +28,10 @@ from mlflow.exceptions import MlflowException
 
 from ..core.errors import ConfigError, DataError
 from ..core.jsonio import to_jsonable
-from ..tracking.queries import MlflowClient, quote_filter_value  # the queries module quiets MLflow's download bars
+from ..tracking.queries import (  # the queries module quiets MLflow's download bars
+    MlflowClient,
+    quote_filter_value,
+)
 from ..tracking.schema import MODEL_ARTIFACT
 from .backbones import BACKBONES, build_backbone
 from .data.crops import CropSettings
@@ -37,12 +42,12 @@ from .postprocess import PostProcess
 BUNDLE_FILE = "bundle.json"
 HEAD_FOLDER = "head"
 FORMAT = "mbr-bench-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a list of heads (ensembles); version 1 bundles (one head) still load
 
 
 @dataclass
 class ModelBundle:
-    """One behaviour's model: backbone recipe + fitted head + decision rule."""
+    """One behaviour's model: backbone recipe + fitted head(s) + decision rule."""
 
     behaviour: str
     backbone: str  # registered backbone name
@@ -51,13 +56,19 @@ class ModelBundle:
     crop: CropSettings
     heading: tuple[str, str]
     individual: str | None
-    head: Any  # a fitted `Head`
+    heads: list[Any]  # fitted `Head`s: one (a refit) or the K fold models (an ensemble), probabilities averaged
     threshold: float
     threshold_rule: str
     postprocess: PostProcess
     info: dict[str, Any] = field(default_factory=dict)  # provenance and scores, for people
 
     # -- decisions ----------------------------------------------------------------------------
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Per-frame probabilities of one video's embeddings: the mean over the bundle's heads."""
+        if len(self.heads) == 1:
+            return self.heads[0].predict_proba(X)
+        return np.mean([head.predict_proba(X) for head in self.heads], axis=0).astype(np.float32)
 
     def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame probabilities -> (labels at the threshold, labels after post-processing), int8."""
@@ -102,7 +113,7 @@ class ModelBundle:
             "crop": {"mode": self.crop.mode, "size": self.crop.size, "centre": list(self.crop.centre),
                      "min_likelihood": self.crop.min_likelihood},
             "pose": {"heading": list(self.heading), "individual": self.individual},
-            "head": {"name": self.head.name, "folder": HEAD_FOLDER},
+            "heads": [{"name": head.name, "folder": folder} for head, folder in zip(self.heads, self._folders())],
             "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
                          "postprocess": self.postprocess.to_dict()},
             "info": to_jsonable(self.info),
@@ -114,7 +125,8 @@ class ModelBundle:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
-            self.head.save(staging / HEAD_FOLDER)
+            for head, head_folder in zip(self.heads, self._folders()):
+                head.save(staging / head_folder)
             (staging / BUNDLE_FILE).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
             if folder.exists():
                 shutil.rmtree(folder)
@@ -123,6 +135,9 @@ class ModelBundle:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return folder
+
+    def _folders(self) -> list[str]:
+        return [HEAD_FOLDER] if len(self.heads) == 1 else [f"{HEAD_FOLDER}_{k}" for k in range(len(self.heads))]
 
 
 def load_bundle(folder: str | Path) -> ModelBundle:
@@ -144,9 +159,13 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         heading = tuple(str(part) for part in spec["pose"]["heading"])
         if isinstance(spec["pose"]["heading"], str) or len(heading) != 2:
             raise ValueError(f"pose.heading must name two body parts, got {spec['pose']['heading']!r}")
-        head_folder = str(spec["head"].get("folder", HEAD_FOLDER))
-        if Path(head_folder).name != head_folder or head_folder in ("", ".", ".."):
-            raise ValueError(f"head.folder must be a folder inside the bundle, got {head_folder!r}")
+        heads = spec["heads"] if "heads" in spec else [spec["head"]]  # version 1: one head
+        if not isinstance(heads, list) or not heads:
+            raise ValueError(f"heads must be a non-empty list, got {heads!r}")
+        head_folders = [str(head.get("folder", HEAD_FOLDER)) for head in heads]
+        for head_folder in head_folders:
+            if Path(head_folder).name != head_folder or head_folder in ("", ".", ".."):
+                raise ValueError(f"head folder must be a folder inside the bundle, got {head_folder!r}")
         bundle = ModelBundle(
             behaviour=str(spec["behaviour"]),
             backbone=str(spec["backbone"]["name"]),
@@ -155,7 +174,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             crop=CropSettings.from_dict(spec["crop"]),
             heading=(heading[0], heading[1]),
             individual=spec["pose"].get("individual"),
-            head=None,
+            heads=[],
             threshold=float(decision["threshold"]),
             threshold_rule=str(decision.get("rule", "")),
             postprocess=PostProcess.from_dict(decision["postprocess"]),
@@ -164,7 +183,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     except (ValueError, KeyError, TypeError, AttributeError, OSError, ConfigError) as error:
         raise DataError(f"{path}: not a readable mbr-bench model ({type(error).__name__}: {error}); "
                         "export it again with `mbr-bench leaderboard`, or upgrade mbr-bench") from None
-    bundle.head = load_head(folder / head_folder)
+    bundle.heads = [load_head(folder / head_folder) for head_folder in head_folders]
     return bundle
 
 

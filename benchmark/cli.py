@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import MbrError
-from .options import DEFAULT_PROTOCOL, PROTOCOLS, SAMPLERS
+from .options import DEFAULT_FINAL, DEFAULT_PROTOCOL, FINAL_KINDS, PROTOCOLS, SAMPLERS
 from .workers import HEARTBEAT_SECONDS
 
 DEFAULT_WORKDIR = "mbr-work"
@@ -155,7 +155,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .postprocess import parse_threshold_rule
     from .results.leaderboard import LeaderboardOptions, build_leaderboard
     from .results.refit import RefitSettings
-    from .results.report import terminal_table
+    from .results.report import behaviour_heading, terminal_table
 
     parse_threshold_rule(args.threshold)  # a typo fails now, not after the first refit
     workdir = _workdir(args)
@@ -163,10 +163,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         study=args.study, workdir=workdir, tracking_uri=args.tracking_uri, out_dir=args.out,
         refit=not args.no_refit, register=not args.no_register, progress=not args.no_progress,
         refit_settings=RefitSettings(threshold_rule=args.threshold, seed=args.seed, dataset=args.dataset,
-                                     progress=not args.no_progress and sys.stderr.isatty()),
+                                     progress=not args.no_progress and sys.stderr.isatty(), final=args.final,
+                                     refit_seeds=args.refit_seeds),
     ))
     for behaviour, rows in board.rows.items():
-        print(f"\n{behaviour}: {len(rows)} pair(s), sorted by CV PR-AUC; test = held-out videos, once")
+        print(f"\n{behaviour_heading(behaviour, rows, board.test_evaluations.get(behaviour))}")
         print(terminal_table(rows))
     print()
     for behaviour, model in board.registered.items():
@@ -374,7 +375,15 @@ def _add_leaderboard(commands: Commands) -> None:
     board.add_argument("--threshold", default="max_f1", metavar="RULE",
                        help="how the decision threshold is chosen on the CV folds: max_f1 (default) or "
                             "recall:0.9 (the highest threshold reaching that recall)")
-    board.add_argument("--no-refit", action="store_true", help="show existing refits only, train nothing")
+    board.add_argument("--final", choices=FINAL_KINDS, default=DEFAULT_FINAL,
+                       help="the model deployed and tested: ensemble (default: the K fold models of the best trial, "
+                            "on whose predictions the threshold is tuned) or refit (one model on all training "
+                            "videos); see README, Protocol")
+    board.add_argument("--refit-seeds", type=int, default=3, metavar="N",
+                       help="with --final refit: seeds trained, the spread of their test scores is reported "
+                            "(default: 3)")
+    board.add_argument("--no-refit", action="store_true",
+                       help="show current final models only, train nothing (a stale one is not shown)")
     board.add_argument("--no-register", action="store_true",
                        help="do not register the best model per behaviour in the MLflow model registry")
     board.set_defaults(func=cmd_leaderboard)

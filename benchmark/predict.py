@@ -357,7 +357,7 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
             X, computed_now = _embeddings(bundles[members[0]], backbones[key], job, options)
             n_frames, computed = len(X), computed + computed_now
             for index in members:
-                proba = bundles[index].head.predict_proba(X)
+                proba = bundles[index].predict_proba(X)
                 probabilities[index] = proba
                 labels[index] = bundles[index].decide(proba)[1]
             del X  # release the memory map before the next recipe's

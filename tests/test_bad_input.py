@@ -245,7 +245,7 @@ def _dlc_lines(parts=("snout", "midbody", "tailbase"), value=_moving) -> list[st
     [
         pytest.param(("snout", "tailbase"), "check", ["body part 'midbody' not found", "crop.centre"],
                      id="crop-centre-part-missing-check"),
-        pytest.param(("snout", "tailbase"), "run", ["body part 'midbody' not found", "pose.centre"],
+        pytest.param(("snout", "tailbase"), "run", ["body part 'midbody' not found", "crop.centre"],
                      id="centre-part-missing-run"),
         pytest.param(("snout", "midbody"), "run", ["body part 'tailbase' not found", "pose.heading"],
                      id="heading-part-missing-run"),

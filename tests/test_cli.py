@@ -113,6 +113,8 @@ EXPECTED_ARGUMENTS = {
         ("--out", "out", None, False),
         ("--threshold", "threshold", "max_f1", False),
         ("--seed", "seed", 0, False),
+        ("--final", "final", "ensemble", False),
+        ("--refit-seeds", "refit_seeds", 3, False),
         ("--no-refit", "no_refit", False, False),
         ("--no-register", "no_register", False, False),
         ("--no-progress", "no_progress", False, False),

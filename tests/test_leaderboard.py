@@ -181,7 +181,8 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
         metrics = refit.data.metrics
         positive_rate = metrics["test/positive_rate"]
         bound = max(0.5, 3 * positive_rate) if refit.info.run_id == best_row["refit_run_id"] else 1.75 * positive_rate
-        assert metrics["test/pr_auc"] >= bound, (refit.info.run_name, metrics)
+        assert metrics["test/pr_auc_mean"] >= bound, (refit.info.run_name, metrics)
+        assert 0.0 < metrics["test/pr_auc_pooled"] <= 1.0
         for key in ("accuracy", "precision", "recall", "f1", "bout_f1_iou10", "bout_f1_iou25", "bout_f1_iou50"):
             assert 0.0 <= metrics[f"test/{key}"] <= 1.0 and 0.0 <= metrics[f"test_post/{key}"] <= 1.0
         assert metrics["compute/refit_cpu_seconds"] > 0 and metrics["compute/search_cpu_seconds"] > 0
@@ -191,6 +192,9 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
         bundle = json.loads(_download(searched, refit.info.run_id, "model/bundle.json").read_text())
         assert bundle["backbone"]["name"] == "pose" and bundle["decision"]["threshold"] == pytest.approx(
             metrics["decision/threshold"])
+        # The default final model is the ensemble of the best trial's fold models, one head per CV fold.
+        assert refit.data.tags["mbr.final"] == "ensemble" and refit.data.tags["mbr.protocol"] == "mean_curve"
+        assert len(bundle["heads"]) == int(metrics["cv/n_folds"]) >= 2
     client = _client(searched)
     registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
     best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))
@@ -241,6 +245,9 @@ def test_predict_on_a_test_video_reproduces_the_leaderboard(searched, board, tmp
         proba = predicted[f"{BEHAVIOUR}_probability"].to_numpy()
         labels = predicted[f"{BEHAVIOUR}_label"].to_numpy()
         assert frame_metrics(truth, proba)["pr_auc"] == pytest.approx(per_video["ofs04"]["pr_auc"], abs=1e-9)
+        with np.load(_download(searched, run_id, "predictions/test_predictions.npz")) as scored:
+            k = next(k for k in range(len(scored.files)) if str(scored[f"video_{k}"]) == "ofs04")
+            np.testing.assert_allclose(proba, scored[f"proba_{k}"], atol=1e-6)  # the same probabilities
         assert frame_metrics(truth, labels.astype(float))["f1"] == pytest.approx(per_video["ofs04"]["f1_post"],
                                                                                  abs=1e-9)
 
@@ -279,7 +286,7 @@ def test_the_threshold_never_reads_the_test_set(searched, board, tmp_path, capsy
         assert refit.data.metrics["decision/threshold"] == old.data.metrics["decision/threshold"]
         post = {k: v for k, v in refit.data.params.items() if k.startswith("postprocess.")}
         assert post == {k: v for k, v in old.data.params.items() if k.startswith("postprocess.")}
-        assert refit.data.metrics["test/pr_auc"] < old.data.metrics["test/pr_auc"]
+        assert refit.data.metrics["test/pr_auc_mean"] < old.data.metrics["test/pr_auc_mean"]
 
 
 def test_leaderboard_without_a_search_is_a_one_line_error(tmp_path, capsys):

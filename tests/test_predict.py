@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
         head.fit(X, y, sample_weights(y))
         bundle = ModelBundle(
             behaviour=behaviour, backbone="pose", weights="none", backbone_config=backbone.describe(),
-            crop=dataset.crop, heading=dataset.heading, individual=dataset.individual, head=head,
+            crop=dataset.crop, heading=dataset.heading, individual=dataset.individual, heads=[head],
             threshold=0.5, threshold_rule="max_f1", postprocess=PostProcess(closing=3), info={"test": True},
         )
         heads[behaviour], saved[behaviour] = head, bundle.save(root / "models" / behaviour)
@@ -105,7 +105,7 @@ def test_bundle_round_trip_keeps_the_decision_and_the_head(trained):
         assert loaded.behaviour == behaviour and loaded.postprocess == PostProcess(closing=3)
         assert loaded.heading == trained.dataset.heading and loaded.crop == trained.dataset.crop
         assert loaded.needs_pose()
-        np.testing.assert_allclose(loaded.head.predict_proba(trained.test_X),
+        np.testing.assert_allclose(loaded.predict_proba(trained.test_X),
                                    trained.heads[behaviour].predict_proba(trained.test_X), atol=1e-6)
     assert trained.bundles["grooming"].embedding_key() == trained.bundles["wall_rearing"].embedding_key()
 
@@ -143,7 +143,7 @@ def test_csv_has_one_row_per_frame_and_the_heads_probabilities(trained, tmp_path
     np.testing.assert_array_equal(table["frame"], np.arange(300))
     np.testing.assert_array_equal(table["time_s"], np.round(np.arange(300) / info.fps, 6))
 
-    proba = bundle.head.predict_proba(_cached_embeddings(bundle, video, trained.test.pose, cache))
+    proba = bundle.predict_proba(_cached_embeddings(bundle, video, trained.test.pose, cache))
     assert proba.std() > 0  # a real prediction, not a constant
     np.testing.assert_array_equal(table["grooming_probability"].to_numpy().astype(np.float32), proba)
     labels = bundle.decide(proba)[1]
@@ -191,7 +191,7 @@ def test_two_behaviours_share_one_embedding_and_one_csv(trained, tmp_path):
     X = _cached_embeddings(trained.bundles["grooming"], trained.test.video, trained.test.pose, cache)
     for behaviour in BEHAVIOURS:
         bundle = trained.bundles[behaviour]
-        proba = bundle.head.predict_proba(X)
+        proba = bundle.predict_proba(X)
         np.testing.assert_array_equal(table[f"{behaviour}_probability"].to_numpy().astype(np.float32), proba)
         np.testing.assert_array_equal(table[f"{behaviour}_label"], bundle.decide(proba)[1])
         assert outcome.positives[behaviour] == int(table[f"{behaviour}_label"].sum())

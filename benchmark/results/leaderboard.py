@@ -52,7 +52,7 @@ from ...tracking.schema import (
 )
 from ..features.cache import EmbeddingCache, default_cache_dir
 from ..progress import SearchProgress
-from .refit import NoResult, RefitSettings, best_trial, find_refit, load_test_predictions, refit_pair
+from .refit import NoResult, RefitSettings, best_trial, current_refit, load_test_predictions, refit_pair
 from .report import write_report
 from .types import PairResult, VideoPrediction, fill_statistics, sort_rows
 
@@ -136,9 +136,9 @@ def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: An
         if options.refit:
             refit = refit_pair(tracker, pair, options.refit_settings, cache, progress)
         else:
-            refit = find_refit(client, pair, best.info.run_id, options.refit_settings.threshold_rule)
+            refit, why = current_refit(client, pair, options.refit_settings)
             if refit is None:
-                row.error = "no refit yet (run the leaderboard without --no-refit)"
+                row.error = f"{why} (run the leaderboard without --no-refit)"
                 return row
     except MbrError:
         raise  # bad input (a moved dataset, missing weights) is the user's to fix, for every pair

@@ -1,15 +1,24 @@
-"""Best trial -> one model trained on all training videos -> one evaluation on the test videos.
+"""Best trial -> the final model -> one evaluation on the test videos.
 
-For a pair's search, the best complete trial (highest CV PR-AUC) gives the hyperparameters. Its
-out-of-fold predictions, stored by the search, choose the decision threshold and tune the
-post-processing, so neither ever sees a test frame. The head is then refit on every training
-video for the median of the folds' early-stopped epochs (there is no validation video left to
-stop on), scored once on the test videos, and saved as a model bundle in its own MLflow run,
-nested under the pair. A refit is reused while the best trial and this code stay the same.
+For a pair's search, the best complete trial (highest CV PR-AUC) gives the hyperparameters. The
+final model is one of (``--final``):
+
+* ``ensemble`` (default): the K fold models of that trial, trained again exactly as the search
+  scored them (same parameters, seed, protocol and epochs), their probabilities averaged. The
+  decision threshold and the post-processing are tuned on these models' own out-of-fold
+  predictions, so the model deployed is the model that was tuned.
+* ``refit``: one head trained on every training video for the protocol's training length, the
+  threshold and post-processing taken from the search's out-of-fold predictions. Trained with
+  several seeds; the first is deployed and the spread over seeds is reported.
+
+Neither choice ever sees a test frame. The model is scored once on the test videos and saved as a
+model bundle in its own MLflow run, nested under the pair. A refit run is reused while the best
+trial, the test videos, the seed, the final-model kind and this code stay the same.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,14 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from ...core.errors import DataError
+from ...core.errors import ConfigError, DataError
 from ...core.jsonio import to_jsonable
-from ...tracking.queries import quote_filter_value, search_all, trial_params, trial_predictions, trial_runs
+from ...tracking.queries import (
+    quote_filter_value,
+    search_all,
+    trial_params,
+    trial_predictions,
+    trial_runs,
+)
 from ...tracking.schema import (
     COMPUTE,
     CV_SUMMARY,
     DECISION,
     DECISION_THRESHOLD,
+    FINAL_ENSEMBLE,
     KIND_REFIT,
     MODEL_ARTIFACT,
     PARAM_HEAD,
@@ -37,9 +53,11 @@ from ...tracking.schema import (
     TAG_BEHAVIOUR,
     TAG_DATASET,
     TAG_DATASET_HASH,
+    TAG_FINAL,
     TAG_HEAD,
     TAG_KIND,
     TAG_PARENT,
+    TAG_PROTOCOL,
     TAG_REFIT_SEED,
     TAG_REFIT_VERSION,
     TAG_RULE,
@@ -52,6 +70,7 @@ from ...tracking.schema import (
     TEST,
     TEST_POST,
     TEST_PREDICTIONS,
+    TEST_SEEDS,
     TEST_VIDEOS,
     TrialRecord,
     prediction_artifact,
@@ -60,16 +79,25 @@ from ...tracking.schema import (
 from ..backbones import build_backbone
 from ..bouts import bout_metrics
 from ..bundle import ModelBundle
+from ..cv import leave_one_video_out
 from ..data.manifest import Dataset, VideoEntry, load_dataset
 from ..features.embed import video_fps
 from ..features.sequences import sample_weights
 from ..heads import HEADS
-from ..metrics import frame_metrics
-from ..pair_inputs import EmbeddedVideos, behaviour_labels, dataset_hash, embed_videos, read_video_labels
+from ..metrics import frame_metrics, pooled_pr_auc
+from ..options import DEFAULT_FINAL, FINAL_KINDS
+from ..pair_inputs import (
+    EmbeddedVideos,
+    behaviour_labels,
+    dataset_hash,
+    embed_videos,
+    read_video_labels,
+)
 from ..postprocess import PostProcess, choose_threshold, tune_postprocess
 from ..progress import SearchProgress
+from ..search import PairData, fit_fold_models
 
-REFIT_VERSION = "1"  # bump when a change here makes earlier refits stale
+REFIT_VERSION = "2"  # bump when a change here makes earlier refits stale (2: final kinds, per-video test PR-AUC)
 
 
 class NoResult(Exception):
@@ -83,6 +111,8 @@ class RefitSettings:
     dataset: Path | None = None  # default: the dataset the search ran on (pair tag)
     batch_size: int | None = None  # embedding batch size; default: the search's
     progress: bool = True
+    final: str = DEFAULT_FINAL  # ensemble | refit: what is deployed and tested
+    refit_seeds: int = 3  # final refit: trained with seeds seed, seed+1, ...; the first is deployed
 
 
 # -- reading the search back ------------------------------------------------------------------
@@ -110,11 +140,11 @@ def search_cpu_seconds(client: Any, pair_run: Any) -> float:
 
 
 def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_hash: str | None = None,
-               seed: int | None = None) -> Any | None:
+               seed: int | None = None, final: str | None = None) -> Any | None:
     """A finished refit of this pair from `source_run_id` with the same rule and refit code, if any.
 
     With `test_hash`, only one scored on that same test set (edited test labels mean new scores);
-    with `seed`, only one trained with that seed.
+    with `seed`, only one trained with that seed; with `final`, only one of that final-model kind.
     """
     runs = search_all(
         client, [pair_run.info.experiment_id],
@@ -125,9 +155,38 @@ def find_refit(client: Any, pair_run: Any, source_run_id: str, rule: str, test_h
     for run in runs:
         if run.data.tags.get(TAG_REFIT_VERSION) == REFIT_VERSION and run.data.tags.get(TAG_RULE) == rule and (
                 test_hash is None or run.data.tags.get(TAG_TEST_HASH) == test_hash) and (
-                seed is None or run.data.tags.get(TAG_REFIT_SEED) == str(seed)):
+                seed is None or run.data.tags.get(TAG_REFIT_SEED) == str(seed)) and (
+                final is None or run.data.tags.get(TAG_FINAL) == final):
             return run
     return None
+
+
+def current_refit(client: Any, pair_run: Any, settings: RefitSettings) -> tuple[Any | None, str | None]:
+    """The refit `refit_pair` would reuse now, or (None, why the newest one is stale) without training anything.
+
+    What `leaderboard --no-refit` shows: never a refit of another best trial, test set, seed,
+    final-model kind or refit code.
+    """
+    best = best_trial(client, pair_run)
+    dataset = _load_search_dataset(pair_run, settings)
+    test_hash = dataset_hash(dataset, "test")
+    current = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed,
+                         settings.final)
+    if current is not None:
+        return current, None
+    latest = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule)
+    if latest is None:
+        older = search_all(client, [pair_run.info.experiment_id],
+                           f"tags.`{TAG_KIND}` = '{KIND_REFIT}' and tags.`{TAG_PARENT}` = "
+                           f"{quote_filter_value(pair_run.info.run_id)} and attributes.status = 'FINISHED'")
+        return None, ("no refit yet" if not older else "its refit is of another best trial, threshold rule or "
+                      "refit code")
+    tags = latest.data.tags
+    why = [what for what, stale in (("the test videos changed", tags.get(TAG_TEST_HASH) != test_hash),
+                                    (f"it used seed {tags.get(TAG_REFIT_SEED)}", tags.get(TAG_REFIT_SEED) != str(settings.seed)),
+                                    (f"it is a final {tags.get(TAG_FINAL)} model", tags.get(TAG_FINAL) != settings.final))
+           if stale]
+    return None, "its refit is stale: " + ", ".join(why or ["other settings"])
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -160,11 +219,12 @@ class RefitJob:
     train: list[VideoEntry]
     test: list[VideoEntry]  # labelled test videos
     test_hash: str
+    params: dict[str, Any]  # the best trial's hyperparameters, typed
 
 
 @dataclass
 class DecisionRule:
-    """Threshold and post-processing, chosen on the best trial's out-of-fold predictions only."""
+    """Threshold and post-processing, chosen on out-of-fold predictions only."""
 
     threshold: float
     rule: str
@@ -174,12 +234,15 @@ class DecisionRule:
 
 
 @dataclass
-class FittedHead:
-    head: Any
-    params: dict[str, Any]
-    epochs: int
+class FinalModel:
+    """The heads deployed (one, or the K fold models) and what training them cost."""
+
+    heads: list[Any]
+    decision: DecisionRule
+    epochs: int  # training length of a refit; the longest fold model's for an ensemble
     cpu_seconds: float
     wall_seconds: float
+    seed_heads: list[Any]  # final refit: the heads of the other seeds, scored for the spread only
 
 
 @dataclass
@@ -197,10 +260,11 @@ class TestVideo:
 @dataclass
 class TestScores:
     videos: list[TestVideo]
-    raw: dict[str, float]  # pooled over test videos, labels at the threshold
-    post: dict[str, float]  # pooled, post-processed labels
+    raw: dict[str, float]  # labels at the threshold; PR-AUC per video (mean) and pooled
+    post: dict[str, float]  # post-processed labels
     per_video: dict[str, dict[str, float]]
     predict_seconds: float
+    seeds: dict[str, float]  # final refit: <metric>_mean and <metric>_sd over the seeds; {} otherwise
 
     @property
     def n_frames(self) -> int:
@@ -210,41 +274,50 @@ class TestScores:
 def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
                progress: SearchProgress | None = None) -> Any:
     """The refit run of a pair (reused when current, else trained now). NoResult without a result."""
+    if settings.final not in FINAL_KINDS:
+        raise ConfigError(f"--final must be {' or '.join(FINAL_KINDS)}, got {settings.final!r}")
+    if settings.refit_seeds < 1:
+        raise ConfigError(f"--refit-seeds {settings.refit_seeds}: must be 1 or more")
     progress = progress or SearchProgress(enabled=False)
     client = tracker.client
     tags = pair_run.data.tags
     best = best_trial(client, pair_run)
     dataset = _load_search_dataset(pair_run, settings)
     test_hash = dataset_hash(dataset, "test")
-    existing = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed)
+    existing = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed,
+                          settings.final)
     if existing is not None:
         return existing
     job = RefitJob(pair_run, best, TrialRecord.from_run(best), tags[TAG_BEHAVIOUR], tags[TAG_BACKBONE],
                    tags[TAG_HEAD], dataset, dataset.split("train"),
-                   [e for e in dataset.split("test") if e.labels is not None], test_hash)
-    progress.message(f"{job.behaviour} · {job.backbone}+{job.head}: refit of trial {job.record.trial} "
-                     "on all training videos")
+                   [e for e in dataset.split("test") if e.labels is not None], test_hash,
+                   trial_params(client, best.info.run_id))
+    progress.message(f"{job.behaviour} · {job.backbone}+{job.head}: final {settings.final} model of trial "
+                     f"{job.record.trial}")
     if not job.test:
         raise DataError(f"{dataset.path}: no labelled test video; mark at least one labelled video split: test")
-    decision = _decision_rule(client, job, settings.threshold_rule)
     weights = tags.get(TAG_WEIGHTS) or None
     backbone = build_backbone(job.backbone, dataset, weights=weights)
     embedded = embed_videos(dataset, backbone, cache, [e.id for e in (*job.train, *job.test)],
                             batch_size=settings.batch_size or int(tags.get(TAG_BATCH_SIZE) or 32),
                             progress=settings.progress)
     y = behaviour_labels(read_video_labels(dataset, embedded.arrays, embedded.n_frames()), job.behaviour)
-    fitted = _fit_head(client, job, embedded, y, settings.seed)
+    if settings.final == FINAL_ENSEMBLE:
+        final = _fold_ensemble(job, embedded, y, settings)
+    else:
+        final = _refit_on_all(client, job, embedded, y, settings)
     bundle = ModelBundle(
         behaviour=job.behaviour, backbone=job.backbone, weights=weights or backbone_default_weights(backbone),
         backbone_config=backbone.describe(), crop=dataset.crop, heading=dataset.heading,
-        individual=dataset.individual, head=fitted.head, threshold=decision.threshold,
-        threshold_rule=decision.rule, postprocess=decision.postprocess, info={},
+        individual=dataset.individual, heads=final.heads, threshold=final.decision.threshold,
+        threshold_rule=final.decision.rule, postprocess=final.decision.postprocess, info={},
     )
-    scores = _score_test(job, bundle, embedded, y)
-    run_id = _log_refit(tracker, job, decision, fitted, bundle, scores, embedded, settings.seed)
+    scores = _score_test(job, bundle, embedded, y, final.seed_heads)
+    run_id = _log_refit(tracker, job, final, bundle, scores, embedded, settings)
     progress.message(
-        f"{job.behaviour} · {job.backbone}+{job.head}: refit {fitted.epochs} epoch(s) in {fitted.wall_seconds:.0f}s; "
-        f"test PR-AUC {scores.raw['pr_auc']:.3f}, F1 {scores.raw['f1']:.3f} -> {scores.post['f1']:.3f} post-processed"
+        f"{job.behaviour} · {job.backbone}+{job.head}: final {settings.final} ({len(final.heads)} head(s)) in "
+        f"{final.wall_seconds:.0f}s; test PR-AUC {scores.raw['pr_auc_mean']:.3f} per video "
+        f"({scores.raw['pr_auc_pooled']:.3f} pooled), F1 {scores.raw['f1']:.3f} -> {scores.post['f1']:.3f} post-processed"
     )
     return client.get_run(run_id)
 
@@ -265,90 +338,147 @@ def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Dataset:
     return dataset
 
 
-def _decision_rule(client: Any, job: RefitJob, rule: str) -> DecisionRule:
-    """Decision rule from the search's out-of-fold predictions only: never a test frame."""
-    folds = trial_predictions(client, job.best.info.run_id)
-    y_folds, p_folds = [f[1] for f in folds], [f[2] for f in folds]
+def _decision_rule(y_folds: list[np.ndarray], p_folds: list[np.ndarray], rule: str, train: list[VideoEntry]
+                   ) -> DecisionRule:
+    """Threshold and post-processing from out-of-fold predictions: never a test frame."""
     threshold = choose_threshold(y_folds, p_folds, rule)
-    fps = float(np.median([video_fps(e) for e in job.train]))
+    fps = float(np.median([video_fps(e) for e in train]))
     postprocess, scores = tune_postprocess(y_folds, p_folds, threshold, fps=fps)
     return DecisionRule(threshold, rule, postprocess, scores, fps)
 
 
-def _fit_head(client: Any, job: RefitJob, embedded: EmbeddedVideos, y: dict[str, np.ndarray],
-              seed: int) -> FittedHead:
-    """The best trial's head trained on every training video for the median of its folds' epochs."""
-    params = trial_params(client, job.best.info.run_id)
-    # No validation video is left to stop on: the folds' early-stopped epochs say how long to train.
-    epochs = max(1, int(round(float(np.median(job.record.fold_epochs or [1])))))
-    head = HEADS.build(job.head, **{"seed": seed, **params, "max_epochs": epochs})
-    X_train, y_train = [embedded.arrays[e.id] for e in job.train], [y[e.id] for e in job.train]
+def _head_factory(job: RefitJob, seed: int) -> Any:
+    return lambda **overrides: HEADS.build(job.head, **{"seed": seed, **job.params, **overrides})
+
+
+def _fold_ensemble(job: RefitJob, embedded: EmbeddedVideos, y: dict[str, np.ndarray],
+                   settings: RefitSettings) -> FinalModel:
+    """The trial's K fold models trained again as the search scored them; the rule tuned on their predictions."""
+    by_val = {fold.val_id: fold for fold in leave_one_video_out(job.dataset)}
+    scored_videos = list(job.record.fold_scores)  # the folds the trial scored, in order
+    missing = [v for v in scored_videos if v not in by_val]
+    if missing or len(job.record.fold_epochs) != len(scored_videos):
+        raise DataError(f"run {job.best.info.run_id}: the trial's folds ({', '.join(scored_videos)}) are not the "
+                        f"dataset's now; run the search again, or pass --final refit")
+    folds = [by_val[v] for v in scored_videos]
+    data = PairData({e.id: embedded.arrays[e.id] for e in job.train}, {e.id: y[e.id] for e in job.train})
+    protocol = job.record.protocol or "mean_curve"  # older searches: each fold for the epochs it was scored at
     cpu_started, wall_started = time.process_time(), time.perf_counter()
-    head.fit(X_train, y_train, sample_weights(y_train))
-    return FittedHead(head, params, epochs, time.process_time() - cpu_started, time.perf_counter() - wall_started)
+    models = fit_fold_models(_head_factory(job, settings.seed), data, folds, protocol, job.record.fold_epochs)
+    cpu, wall = time.process_time() - cpu_started, time.perf_counter() - wall_started
+    decision = _decision_rule([y[f.val_id] for f in folds], [proba for _, proba in models], settings.threshold_rule,
+                              job.train)
+    return FinalModel([head for head, _ in models], decision, max(job.record.fold_epochs), cpu, wall, [])
 
 
-def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos,
-                y: dict[str, np.ndarray]) -> TestScores:
-    """Score the refit model once on the labelled test videos: pooled and per video, raw and post-processed."""
+def _refit_on_all(client: Any, job: RefitJob, embedded: EmbeddedVideos, y: dict[str, np.ndarray],
+                  settings: RefitSettings) -> FinalModel:
+    """One head on every training video for the protocol's training length, with several seeds."""
+    folds = trial_predictions(client, job.best.info.run_id)
+    decision = _decision_rule([f[1] for f in folds], [f[2] for f in folds], settings.threshold_rule, job.train)
+    # No video is left to stop on: the protocol's training length, chosen without any scored video.
+    epochs = job.record.refit_epochs or max(1, int(round(float(np.median(job.record.fold_epochs or [1])))))
+    X_train, y_train = [embedded.arrays[e.id] for e in job.train], [y[e.id] for e in job.train]
+    heads, cpu, wall = [], 0.0, 0.0
+    for seed in range(settings.seed, settings.seed + max(1, settings.refit_seeds)):
+        head = _head_factory(job, seed)(max_epochs=epochs)
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        head.fit(X_train, y_train, sample_weights(y_train))
+        cpu += time.process_time() - cpu_started
+        wall += time.perf_counter() - wall_started
+        heads.append(head)
+    return FinalModel(heads[:1], decision, epochs, cpu, wall, heads[1:])
+
+
+def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos, y: dict[str, np.ndarray],
+                seed_heads: list[Any]) -> TestScores:
+    """Score the final model once on the labelled test videos: per video and pooled, raw and post-processed."""
     videos, predict_seconds = [], 0.0
     for entry in job.test:
         started = time.perf_counter()
-        proba = bundle.head.predict_proba(embedded.arrays[entry.id])
+        proba = bundle.predict_proba(embedded.arrays[entry.id])
         predict_seconds += time.perf_counter() - started
         raw, post = bundle.decide(proba)
         videos.append(TestVideo(entry.id, y[entry.id], proba, raw, post, video_fps(entry)))
-    threshold = bundle.threshold
-    fps = float(np.median([v.fps for v in videos]))
-    ys, probas = [v.y for v in videos], [v.proba for v in videos]
-    raw_metrics = score_test_set(ys, probas, [v.raw for v in videos], threshold, fps)
-    post_metrics = score_test_set(ys, probas, [v.post for v in videos], threshold, fps)
+    raw_metrics, post_metrics = _test_metrics(videos, bundle.threshold)
     per_video = {}
     for v in videos:
-        raw_v = score_test_set([v.y], [v.proba], [v.raw], threshold, v.fps)
-        post_v = score_test_set([v.y], [v.proba], [v.post], threshold, v.fps)
+        raw_v = score_test_set([v.y], [v.proba], [v.raw], bundle.threshold, v.fps)
+        post_v = score_test_set([v.y], [v.proba], [v.post], bundle.threshold, v.fps)
         per_video[v.video_id] = {"pr_auc": raw_v["pr_auc"], "f1_raw": raw_v["f1"], "f1_post": post_v["f1"],
                                  "bout_f1_iou50_post": post_v["bout_f1_iou50"], "frames": int(len(v.y)),
                                  "fps": v.fps}
-    return TestScores(videos, raw_metrics, post_metrics, per_video, predict_seconds)
+    seeds = {}
+    if seed_heads:  # final refit: the same test scoring for every seed, to report the spread
+        per_seed = [raw_metrics]
+        for head in seed_heads:
+            seed_videos = []
+            for v in videos:
+                proba = head.predict_proba(embedded.arrays[v.video_id])
+                raw, post = bundle.decide(proba)
+                seed_videos.append(TestVideo(v.video_id, v.y, proba, raw, post, v.fps))
+            per_seed.append(_test_metrics(seed_videos, bundle.threshold)[0])
+        for key in ("pr_auc_mean", "pr_auc_pooled", "f1", "precision", "recall"):
+            values = np.array([m[key] for m in per_seed], float)
+            seeds[f"{key}_mean"], seeds[f"{key}_sd"] = float(np.nanmean(values)), float(np.nanstd(values, ddof=1))
+    return TestScores(videos, raw_metrics, post_metrics, per_video, predict_seconds, seeds)
 
 
-def _log_refit(tracker: Any, job: RefitJob, decision: DecisionRule, fitted: FittedHead, bundle: ModelBundle,
-               scores: TestScores, embedded: EmbeddedVideos, seed: int) -> str:
+def _test_metrics(videos: list[TestVideo], threshold: float) -> tuple[dict[str, float], dict[str, float]]:
+    """(raw, post-processed) metrics pooled over test videos, with PR-AUC per video (mean) and pooled."""
+    fps = float(np.median([v.fps for v in videos]))
+    ys, probas = [v.y for v in videos], [v.proba for v in videos]
+    per_video = [frame_metrics(v.y, v.proba)["pr_auc"] for v in videos]
+    finite = [score for score in per_video if math.isfinite(score)]
+    pr_auc = {"pr_auc_mean": float(np.mean(finite)) if finite else math.nan,
+              "pr_auc_pooled": pooled_pr_auc(ys, probas)}
+    results = []
+    for labels in ([v.raw for v in videos], [v.post for v in videos]):
+        metrics = score_test_set(ys, probas, labels, threshold, fps)
+        metrics.pop("pr_auc")
+        results.append({**metrics, **pr_auc})
+    return results[0], results[1]
+
+
+def _log_refit(tracker: Any, job: RefitJob, final: FinalModel, bundle: ModelBundle, scores: TestScores,
+               embedded: EmbeddedVideos, settings: RefitSettings) -> str:
     """The refit run, nested under its pair: parameters, test and cost metrics, the model, the predictions."""
     client, pair_run = tracker.client, job.pair_run
     cv = job.best.data.metrics
+    decision = final.decision
     compute = {
         "search_cpu_seconds": search_cpu_seconds(client, pair_run),
-        "refit_cpu_seconds": fitted.cpu_seconds,
-        "refit_train_seconds": fitted.wall_seconds,
+        "refit_cpu_seconds": final.cpu_seconds,
+        "refit_train_seconds": final.wall_seconds,
         "inference_frames_per_second": scores.n_frames / max(scores.predict_seconds, 1e-9),
         "embedding_seconds_per_frame": embedded.seconds_per_frame,
-        "n_params": float(fitted.head.n_params_),
+        "n_params": float(sum(head.n_params_ for head in final.heads)),
     }
     bundle.info = {
-        "source_trial_run": job.best.info.run_id, "pair_run": pair_run.info.run_id,
-        "trial": job.record.trial, "params": fitted.params, "epochs": fitted.epochs,
+        "final": settings.final, "source_trial_run": job.best.info.run_id, "pair_run": pair_run.info.run_id,
+        "trial": job.record.trial, "params": job.params, "epochs": final.epochs, "protocol": job.record.protocol,
         "dataset": str(job.dataset.path), "dataset_hash": pair_run.data.tags.get(TAG_DATASET_HASH),
         "train_videos": [e.id for e in job.train], "test_videos": [e.id for e in job.test], "fps": decision.fps,
-        "cv_pr_auc_mean": job.record.cv_pr_auc_mean, "cv_pr_auc_std": job.record.cv_pr_auc_std,
+        "cv_pr_auc_mean": job.record.cv_pr_auc_mean, "cv_pr_auc_se": job.record.cv_pr_auc_se,
         "test": {"raw": scores.raw, "post": scores.post}, "decision_scores": decision.scores,
     }
     run_tags = {
         TAG_BACKBONE: job.backbone, TAG_HEAD: job.head, TAG_SOURCE_RUN: job.best.info.run_id,
         TAG_TRIAL: job.best.data.tags.get(TAG_TRIAL, ""), TAG_REFIT_VERSION: REFIT_VERSION,
-        TAG_RULE: decision.rule, TAG_REFIT_SEED: str(seed), TAG_TEST_HASH: job.test_hash,
-        TAG_TRAIN_HASH: pair_run.data.tags.get(TAG_TRAIN_HASH, ""),
+        TAG_RULE: decision.rule, TAG_REFIT_SEED: str(settings.seed), TAG_TEST_HASH: job.test_hash,
+        TAG_TRAIN_HASH: pair_run.data.tags.get(TAG_TRAIN_HASH, ""), TAG_FINAL: settings.final,
+        TAG_PROTOCOL: job.record.protocol or "",
     }
-    with tracker.result_run(job.behaviour, KIND_REFIT, f"{job.backbone}+{job.head} refit", run_tags,
+    with tracker.result_run(job.behaviour, KIND_REFIT, f"{job.backbone}+{job.head} {settings.final}", run_tags,
                             parent_run_id=pair_run.info.run_id) as run:
-        run.log_params({"epochs": fitted.epochs, "threshold": f"{decision.threshold:.6g}",
-                        "threshold_rule": decision.rule,
+        run.log_params({"epochs": final.epochs, "threshold": f"{decision.threshold:.6g}",
+                        "threshold_rule": decision.rule, "final": settings.final, "n_heads": len(final.heads),
                         **with_prefix(PARAM_POSTPROCESS, decision.postprocess.to_dict()),
-                        **with_prefix(PARAM_HEAD, fitted.params)})
+                        **with_prefix(PARAM_HEAD, job.params)})
         run.log_metrics({
             **with_prefix(TEST, scores.raw),
             **with_prefix(TEST_POST, scores.post),
+            **with_prefix(TEST_SEEDS, scores.seeds),
             **with_prefix(COMPUTE, compute),
             **{key: cv[key] for key in CV_SUMMARY if key in cv},
             DECISION_THRESHOLD: decision.threshold,
