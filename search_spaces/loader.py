@@ -2,6 +2,7 @@
 
 ```yaml
 units: {choices: [64, 128, 256]}                            # CategoricalDistribution
+feature_norm: {choices: [none, train, per_video], grid: [none]}   # searched; the grid uses none only
 n_layers: {low: 1, high: 3}                                 # IntDistribution (both bounds ints; step, log optional)
 learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true, grid: [1.0e-3]}   # FloatDistribution
 max_epochs: 50                                              # a bare scalar: fixed, not searched
@@ -9,7 +10,9 @@ dilations: {fixed: [1, 2, 4]}                               # a fixed value of a
 ```
 Fixed values are kept out of the Optuna distributions, so they never appear in `trial.params`;
 `SearchSpace.suggest` and `SearchSpace.with_fixed` merge them back in. `grid:` lists the values a
-grid search uses for a low/high range; a categorical parameter's grid is its choices. A file whose
+grid search uses: required for a low/high range; for choices it is optional (default: all the
+choices) and must pick among them, so a parameter can be searched by the other samplers while the
+grid keeps it at one value. A file whose
 top-level values are all such mappings keyed by head name (like `demo.yaml`) holds several heads.
 """
 
@@ -37,7 +40,7 @@ SPACES_DIR = Path(__file__).resolve().parent
 DEMO = "demo"
 
 _RANGE_KEYS = {"low", "high", "log", "step", "grid"}
-_CHOICE_KEYS = {"choices"}
+_CHOICE_KEYS = {"choices", "grid"}
 _FIXED_KEYS = {"fixed"}
 _SPEC_KEYS = _RANGE_KEYS | _CHOICE_KEYS | _FIXED_KEYS
 _SCALAR = (str, int, float, bool, type(None))
@@ -175,6 +178,8 @@ class SearchSpace:
         for name, dist in self.distributions.items():
             if isinstance(dist, CategoricalDistribution):
                 out[name] = {"choices": list(dist.choices)}
+                if self.grid_values.get(name, list(dist.choices)) != list(dist.choices):
+                    out[name]["grid"] = list(self.grid_values[name])
                 continue
             number = int if isinstance(dist, IntDistribution) else float
             spec: dict[str, Any] = {"low": number(dist.low), "high": number(dist.high)}
@@ -214,13 +219,13 @@ def _parse_spec(source: Path, name: str, spec: Any) -> tuple[str, Any, list | No
                 f"mixes fixed with {sorted(keys - _FIXED_KEYS)}", "give either {fixed: value} or a range/choices"
             )
         return "fixed", spec["fixed"], None
-    if keys & _CHOICE_KEYS:
-        if keys != _CHOICE_KEYS:
+    if "choices" in keys:
+        if not keys <= _CHOICE_KEYS:
             raise fail(
                 f"mixes choices with {sorted(keys - _CHOICE_KEYS)}",
-                "choices take no other keys (their grid is the choices themselves)",
+                "choices take only grid: [...] besides (a subset of the choices; default all of them)",
             )
-        return "dist", *_categorical(spec["choices"], fail)
+        return "dist", *_categorical(spec["choices"], spec.get("grid"), fail)
     if "low" in keys and "high" in keys:
         unknown = keys - _RANGE_KEYS
         if unknown:
@@ -232,7 +237,7 @@ def _parse_spec(source: Path, name: str, spec: Any) -> tuple[str, Any, list | No
     )
 
 
-def _categorical(choices: Any, fail) -> tuple[CategoricalDistribution, list]:
+def _categorical(choices: Any, grid: Any, fail) -> tuple[CategoricalDistribution, list]:
     if not isinstance(choices, list) or not choices:
         raise fail(f"has choices {choices!r}", "give a non-empty list, e.g. choices: [64, 128]")
     for choice in choices:
@@ -240,7 +245,18 @@ def _categorical(choices: Any, fail) -> tuple[CategoricalDistribution, list]:
             raise fail(f"has choice {choice!r}", "Optuna choices must be numbers, text, booleans or null")
     if len({(type(c), c) for c in choices}) != len(choices):
         raise fail(f"lists a choice twice in {choices!r}", "list each choice once")
-    return CategoricalDistribution(choices), list(choices)
+    if grid is None:
+        return CategoricalDistribution(choices), list(choices)
+    if not isinstance(grid, list) or not grid:
+        raise fail(f"has grid {grid!r}", "give a non-empty list of some of the choices, or leave grid out")
+    known = {(type(c), c) for c in choices}
+    for value in grid:
+        if not isinstance(value, _SCALAR) or (type(value), value) not in known:
+            raise fail(f"has grid value {value!r}, which is not among the choices {choices!r}",
+                       "use values from choices")
+    if len({(type(v), v) for v in grid}) != len(grid):
+        raise fail(f"lists a grid value twice in {grid!r}", "list each value once")
+    return CategoricalDistribution(choices), list(grid)
 
 
 def _range(spec: Mapping[str, Any], fail) -> tuple[BaseDistribution, list | None]:

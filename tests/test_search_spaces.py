@@ -18,7 +18,9 @@ from mbr_bench.search_spaces.loader import (
 HEADS = ("lstm", "tcn", "frame_mlp")
 LSTM_PARAMS = {
     "sequence_length", "n_layers", "units", "batch_size", "learning_rate", "dropout", "max_epochs", "patience",
+    "feature_norm",
 }
+FEATURE_NORM = CategoricalDistribution(["none", "train", "per_video"])
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -68,11 +70,21 @@ def test_lstm_is_the_reference_grid():
         "batch_size": [8, 16, 32],
         "learning_rate": [1e-3],
         "dropout": [0.5],
+        "feature_norm": ["none"],
     }
     assert space.grid_size() == 3 * 3 * 3 * 3 == 81
     assert space.distributions["learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert space.distributions["dropout"] == FloatDistribution(0.0, 0.6)
     assert space.distributions["units"] == CategoricalDistribution([64, 128, 256])
+    assert space.distributions["feature_norm"] == FEATURE_NORM  # searched, but the grid keeps none
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("demo", [False, True])
+def test_feature_norm_is_searched_and_pinned_to_none_in_the_grid(head, demo):
+    space = load_search_space(head, default_space_path("demo") if demo else None)
+    assert space.distributions["feature_norm"] == FEATURE_NORM
+    assert space.grid()["feature_norm"] == ["none"]
 
 
 def test_tcn_is_the_reference_grid():
@@ -84,6 +96,7 @@ def test_tcn_is_the_reference_grid():
     assert grid["sequence_length"] == [300, 600, 1650]
     assert grid["batch_size"] == [8, 16, 32]
     assert grid["learning_rate"] == [1e-3] and grid["dropout"] == [0.5]
+    assert grid["feature_norm"] == ["none"]
     assert load_search_space("tcn").grid_size() == 3 * 3 * 2 * 4 * 3 * 3 == 648
 
 
@@ -175,6 +188,22 @@ def test_grid_sampler_enumerates_every_combination(tmp_path):
     assert {p["max_epochs"] for p in seen} == {2}
 
 
+def test_a_categorical_grid_picks_among_the_choices(tmp_path):
+    path = _write(tmp_path, "units: {choices: [1, 2, 4]}\nnorm: {choices: [none, train, per_video], grid: [train, none]}\n")
+    space = load_search_space("lstm", path)
+    assert space.distributions["norm"] == CategoricalDistribution(["none", "train", "per_video"])
+    assert space.grid() == {"units": [1, 2, 4], "norm": ["train", "none"]} and space.grid_size() == 6
+    assert space.to_dict() == {
+        "units": {"choices": [1, 2, 4]}, "norm": {"choices": ["none", "train", "per_video"], "grid": ["train", "none"]},
+    }
+    assert SearchSpace.from_dict("lstm", yaml.safe_load(yaml.safe_dump(space.to_dict()))) == space
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
+    study.optimize(lambda trial: float(space.suggest(trial)["units"]), n_trials=20)
+    assert sorted((t.params["units"], t.params["norm"]) for t in study.trials) == sorted(
+        (u, n) for u in (1, 2, 4) for n in ("train", "none")
+    )
+
+
 def test_fixed_scalar_and_single_choice(tmp_path):
     space = load_search_space("lstm", _write(tmp_path, "units: 32\nnorm: none\nn_layers: {choices: [2]}\n"))
     assert space.fixed == {"units": 32, "norm": "none"}
@@ -209,7 +238,11 @@ def test_allowed_keys_pass(tmp_path):
         ("units: {choices: []}\n", ["'units'", "choices []", "non-empty list"]),
         ("units: {choices: [64, 64]}\n", ["choice twice"]),
         ("units: {choices: [[1, 2]]}\n", ["choice [1, 2]"]),
-        ("units: {choices: [1, 2], grid: [1]}\n", ["mixes choices with ['grid']"]),
+        ("units: {choices: [1, 2], step: 1}\n", ["mixes choices with ['step']", "only grid"]),
+        ("units: {choices: [1, 2], grid: [3]}\n", ["grid value 3", "not among the choices [1, 2]"]),
+        ("units: {choices: [1, 2], grid: [true]}\n", ["grid value True", "not among the choices"]),
+        ("units: {choices: [1, 2], grid: []}\n", ["grid []", "some of the choices"]),
+        ("units: {choices: [1, 2], grid: [1, 1]}\n", ["grid value twice"]),
         ("units: {low: 1, high: 3, lgo: true}\n", ["unknown key(s) ['lgo']"]),
         ("units: {low: a, high: 3}\n", ["low 'a'", "give a number"]),
         ("units: {low: 1, high: 3, log: maybe}\n", ["log 'maybe'"]),
