@@ -40,14 +40,14 @@ lint: setup
 	$(BIN)/lint-imports
 
 # Performance suite (tests/bench): ratios measured side by side, saved as pytest-benchmark JSON and
-# turned into bench-results/report.md (with search_efficiency.png). The normal test run skips these
+# turned into bench-results/report.md (with search_efficiency.png) and docs/performance.md. The normal test run skips these
 # (--benchmark-skip in addopts); their pure parts (report, cost model) are ordinary tests.
 bench: setup
 	mkdir -p bench-results
 	MBR_BENCH_RESULTS=bench-results \
 	$(BIN)/python -m pytest tests/bench -o addopts="--import-mode=importlib -ra" --benchmark-only \
 		--benchmark-json=bench-results/benchmark.json
-	$(BIN)/python tests/bench/report.py bench-results/benchmark.json bench-results/report.md
+	$(BIN)/python tests/bench/report.py bench-results/benchmark.json bench-results/report.md --docs docs/performance.md
 
 # Refresh constraints.txt: resolve .[dev] afresh (no constraints) in a throwaway virtualenv and
 # write its `pip freeze` under the file's header comment. The one command that writes the lock.

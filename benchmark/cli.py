@@ -33,6 +33,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------- dataset check
+def cmd_dataset_cut(args: argparse.Namespace) -> int:
+    from .data.pieces import cut_recording
+
+    settings = {}
+    if args.centre:
+        settings["crop"] = {"centre": list(args.centre)}
+    if args.heading:
+        settings["pose"] = {"heading": list(args.heading)}
+    manifest = cut_recording(args.pose, args.labels, args.out, fps=args.fps, n_pieces=args.pieces,
+                             test_pieces=tuple(args.test_pieces), **settings)
+    print(f"wrote {args.pieces} pieces and {manifest}; check it with `mbr-bench dataset check {manifest}`")
+    return 0
+
+
 def cmd_dataset_check(args: argparse.Namespace) -> int:
     from .data.check import check_dataset
     from .data.manifest import load_dataset
@@ -49,7 +63,7 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
     shared_parts = parts.pop() if len(parts) == 1 else None
     print(format_table(
         ["video", "split", "frames", "fps", "resolution", "body parts"],
-        [[v.id, v.split or "-", v.frames, f"{v.fps:g}", f"{v.width}x{v.height}",
+        [[v.id, v.split or "-", v.frames, f"{v.fps:g}", v.resolution,
           len(v.bodyparts) if shared_parts is not None else ",".join(v.bodyparts) or "-"] for v in report.videos],
     ))
     if shared_parts:
@@ -309,6 +323,20 @@ def _add_dataset(commands: Commands) -> None:
     check.add_argument("path", type=Path, help="dataset.yaml (or the folder holding it)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_dataset_check)
+    cut = dataset_commands.add_parser(
+        "cut", help="cut one long recording (pose + labels) into pieces: a pose-only dataset with videos to "
+                    "leave out")
+    cut.add_argument("--pose", required=True, type=Path, help="the recording's DeepLabCut pose CSV")
+    cut.add_argument("--labels", required=True, type=Path, help="its labels file, one row per pose row")
+    cut.add_argument("--fps", required=True, type=float, help="the recording's frame rate")
+    cut.add_argument("--pieces", required=True, type=int, metavar="N", help="number of consecutive pieces")
+    cut.add_argument("--test-pieces", nargs="+", type=int, required=True, metavar="K",
+                     help="pieces (1..N) held out as split test; the others are split train")
+    cut.add_argument("--out", required=True, type=Path, help="folder for the pieces and dataset.yaml")
+    cut.add_argument("--centre", nargs="+", metavar="PART", help="crop.centre body part(s) (default: midbody)")
+    cut.add_argument("--heading", nargs=2, metavar=("BACK", "FRONT"),
+                     help="pose.heading body parts (default: tailbase snout)")
+    cut.set_defaults(func=cmd_dataset_cut)
 
 
 def _add_embed(commands: Commands) -> None:

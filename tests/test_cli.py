@@ -71,6 +71,16 @@ EXPECTED_ARGUMENTS = {
     },
     "dataset": set(),
     "dataset check": {("path", "path", None, True), ("--json", "json", False, False)},
+    "dataset cut": {
+        ("--pose", "pose", None, True),
+        ("--labels", "labels", None, True),
+        ("--fps", "fps", None, True),
+        ("--pieces", "pieces", None, True),
+        ("--test-pieces", "test_pieces", None, True),
+        ("--out", "out", None, True),
+        ("--centre", "centre", None, False),
+        ("--heading", "heading", None, False),
+    },
     "embed": {
         ("--dataset", "dataset", None, True),
         ("--backbone", "backbone", None, True),
@@ -171,7 +181,8 @@ EXPECTED_SHARED_HELP = {
 }
 
 EXPECTED_HANDLERS = {
-    "synth": "cmd_synth", "dataset check": "cmd_dataset_check", "embed": "cmd_embed", "run": "cmd_run",
+    "synth": "cmd_synth", "dataset check": "cmd_dataset_check", "dataset cut": "cmd_dataset_cut",
+    "embed": "cmd_embed", "run": "cmd_run",
     "leaderboard": "cmd_leaderboard", "predict": "cmd_predict", "ui": "cmd_ui", "serve": "cmd_serve",
     "backbones": "cmd_backbones",
 }

@@ -137,3 +137,20 @@ def test_real_recording_cuts_into_three_pieces_of_2000_frames(tmp_path):
     assert report.warnings == []
     assert report.videos[0].bodyparts == ("Nose", "Left Ear", "Right Ear", "Tailbase", "Left Leg", "Right Leg",
                                           "Mid-Back", "Tail")
+
+
+def test_dataset_cut_command_writes_a_manifest_that_checks(tmp_path, capsys):
+    from mbr_bench.benchmark.cli import main
+    from mbr_bench.benchmark.data.synthetic import generate
+
+    data = generate(tmp_path / "synthetic", n_videos=2, n_frames=300, seed=2, n_test=1).parent
+    out = tmp_path / "pieces"
+    argv = ["dataset", "cut", "--pose", str(data / "poses" / "ofs01.csv"), "--labels", str(data / "labels" / "ofs01.csv"),
+            "--fps", "30", "--pieces", "3", "--test-pieces", "3", "--out", str(out)]
+    assert main(argv) == 0
+    assert f"wrote 3 pieces and {out / 'dataset.yaml'}" in capsys.readouterr().out
+    assert main(["dataset", "check", str(out / "dataset.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "piece3  test" in printed and printed.rstrip().splitlines()[-1].startswith("ok")
+    assert main(argv[:-2] + ["--out", str(tmp_path / "bad"), "--heading", "nope", "snout"]) == 2
+    assert "nope" in capsys.readouterr().err
