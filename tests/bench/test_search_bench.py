@@ -73,8 +73,8 @@ def score_grid(space, data, folds) -> dict[tuple, Scored]:
     table: dict[tuple, Scored] = {}
     for values in itertools.product(*grid.values()):
         params = space.with_fixed(dict(zip(names, values)))
-        fold_metrics, _ = cross_validate(lambda params=params: HEADS.build("lstm", seed=TRAINING_SEED, **params),
-                                         data, folds)
+        cv = cross_validate(lambda params=params: HEADS.build("lstm", seed=TRAINING_SEED, **params), data, folds)
+        fold_metrics = [result.metrics for result in cv.folds]
         table[tuple(values)] = Scored(params, tuple(float(m["pr_auc"]) for m in fold_metrics),
                                       tuple(int(m["epochs_run"]) for m in fold_metrics))
     return table
