@@ -102,21 +102,20 @@ def require_inputs(
 
 
 def _require_video(dataset: Dataset, entry: VideoEntry, backbone_name: str) -> Path:
-    if entry.video is None:
-        raise DataError(
-            f"{dataset.path}: video '{entry.id}' has no video file, which backbone {backbone_name} needs; "
-            "add video: for it in dataset.yaml, or use the pose backbone (run --backbones pose)"
-        )
-    return entry.video
+    return _require(dataset, entry, entry.video, "video", f"backbone {backbone_name}",
+                    "add video: for it in dataset.yaml, or use the pose backbone (run --backbones pose)")
 
 
 def _require_pose(dataset: Dataset, entry: VideoEntry, needed_by: str) -> Path:
-    if entry.pose is None:
-        raise DataError(
-            f"{dataset.path}: video '{entry.id}' has no pose file, which {needed_by} needs; "
-            "add pose: for it, or use an image backbone with crop.mode tracker or full"
-        )
-    return entry.pose
+    return _require(dataset, entry, entry.pose, "pose", needed_by,
+                    "add pose: for it, or use an image backbone with crop.mode tracker or full")
+
+
+def _require(dataset: Dataset, entry: VideoEntry, path: Path | None, what: str, needed_by: str, fix: str) -> Path:
+    """`path`, the entry's `what` file; the one-line error naming who needs it and the fix when it has none."""
+    if path is None:
+        raise DataError(f"{dataset.path}: video '{entry.id}' has no {what} file, which {needed_by} needs; {fix}")
+    return path
 
 
 def _batches(frames: Iterator[np.ndarray], batch_size: int, size: int) -> Iterator[np.ndarray]:

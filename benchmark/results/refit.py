@@ -167,11 +167,7 @@ def current_refit(client: Any, pair_run: Any, settings: RefitSettings) -> tuple[
     What `leaderboard --no-refit` shows: never a refit of another best trial, test set, seed,
     final-model kind or refit code.
     """
-    best = best_trial(client, pair_run)
-    dataset = _load_search_dataset(pair_run, settings)
-    test_hash = dataset_hash(dataset, "test")
-    current = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed,
-                         settings.final)
+    best, _, test_hash, current = _lookup(client, pair_run, settings)
     if current is not None:
         return current, None
     latest = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule)
@@ -281,11 +277,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
     progress = progress or SearchProgress(enabled=False)
     client = tracker.client
     tags = pair_run.data.tags
-    best = best_trial(client, pair_run)
-    dataset = _load_search_dataset(pair_run, settings)
-    test_hash = dataset_hash(dataset, "test")
-    existing = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed,
-                          settings.final)
+    best, dataset, test_hash, existing = _lookup(client, pair_run, settings)
     if existing is not None:
         return existing
     job = RefitJob(pair_run, best, TrialRecord.from_run(best), tags[TAG_BEHAVIOUR], tags[TAG_BACKBONE],
@@ -320,6 +312,16 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
         f"({scores.raw['pr_auc_pooled']:.3f} pooled), F1 {scores.raw['f1']:.3f} -> {scores.post['f1']:.3f} post-processed"
     )
     return client.get_run(run_id)
+
+
+def _lookup(client: Any, pair_run: Any, settings: RefitSettings) -> tuple[Any, Dataset, str, Any | None]:
+    """(best trial run, the searched dataset, its test hash, the current final-model run or None)."""
+    best = best_trial(client, pair_run)
+    dataset = _load_search_dataset(pair_run, settings)
+    test_hash = dataset_hash(dataset, "test")
+    current = find_refit(client, pair_run, best.info.run_id, settings.threshold_rule, test_hash, settings.seed,
+                         settings.final)
+    return best, dataset, test_hash, current
 
 
 def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Dataset:
