@@ -70,21 +70,21 @@ def test_lstm_is_the_reference_grid():
         "batch_size": [8, 16, 32],
         "learning_rate": [1e-3],
         "dropout": [0.5],
-        "feature_norm": ["none"],
+        "feature_norm": ["per_video"],
     }
     assert space.grid_size() == 3 * 3 * 3 * 3 == 81
     assert space.distributions["learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert space.distributions["dropout"] == FloatDistribution(0.0, 0.6)
     assert space.distributions["units"] == CategoricalDistribution([64, 128, 256])
-    assert space.distributions["feature_norm"] == FEATURE_NORM  # searched, but the grid keeps none
+    assert space.distributions["feature_norm"] == FEATURE_NORM  # searched, but the grid keeps the default
 
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("demo", [False, True])
-def test_feature_norm_is_searched_and_pinned_to_none_in_the_grid(head, demo):
+def test_feature_norm_is_searched_and_pinned_to_the_default_in_the_grid(head, demo):
     space = load_search_space(head, default_space_path("demo") if demo else None)
     assert space.distributions["feature_norm"] == FEATURE_NORM
-    assert space.grid()["feature_norm"] == ["none"]
+    assert space.grid()["feature_norm"] == ["per_video"]
 
 
 def test_tcn_is_the_reference_grid():
@@ -96,7 +96,7 @@ def test_tcn_is_the_reference_grid():
     assert grid["sequence_length"] == [300, 600, 1650]
     assert grid["batch_size"] == [8, 16, 32]
     assert grid["learning_rate"] == [1e-3] and grid["dropout"] == [0.5]
-    assert grid["feature_norm"] == ["none"]
+    assert grid["feature_norm"] == ["per_video"]
     assert load_search_space("tcn").grid_size() == 3 * 3 * 2 * 4 * 3 * 3 == 648
 
 

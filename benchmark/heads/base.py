@@ -54,7 +54,7 @@ PREDICT_CHUNK_WINDOWS = 128
 
 # Input scaling of a head (`Head(feature_norm=...)`): see the Head docstring.
 FEATURE_NORMS = ("none", "train", "per_video")
-DEFAULT_FEATURE_NORM = "none"
+DEFAULT_FEATURE_NORM = "per_video"  # measured on the synthetic open field and real pose: see README, Protocol
 
 
 class Head(ABC):
