@@ -113,6 +113,10 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     meta = {"tracking store": uri, "written": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.node()} · {platform.machine()} · {_cpu_count()} CPU cores",
             "threshold rule": options.refit_settings.threshold_rule,
+            "final model": options.refit_settings.final + (
+                f" ({options.refit_settings.refit_seeds} seeds)" if options.refit_settings.final == "refit" else ""),
+            "protocol": ", ".join(sorted({row.protocol for rows_ in rows.values() for row in rows_ if row.protocol}))
+                        or "-",
             "sorted by": "CV per-video PR-AUC (test scores are reported, never used to choose)"}
     files = write_report(rows, out_dir, meta=meta, test_evaluations=test_evaluations)
     _log_to_mlflow(tracker, rows, files, options, test_evaluations)
@@ -158,6 +162,7 @@ def _fill_search(row: PairResult, best: Any) -> None:
     row.cv_pr_auc_pooled = record.cv_pr_auc_pooled
     row.cv_n_folds = record.n_folds
     row.best_trial = record.trial
+    row.protocol = record.protocol
     row.params = dict(record.params)
     row.cv_video_scores.update(record.fold_scores)
 

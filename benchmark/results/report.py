@@ -481,13 +481,13 @@ _FIGURE_CAPTIONS = {
 
 
 _RANKING_NOTE = ("Pairs are ranked by CV PR-AUC per video (the mean over folds of the held-out video's PR-AUC), "
-                 "never by a test score; the test columns come from each pair's refit model scored on the "
-                 "held-out test videos.")
+                 "never by a test score; the test columns come from each pair's final model (--final) scored once "
+                 "on the held-out test videos.")
 
 
 def _evaluations_note(count: int) -> str:
     return (f"Test set evaluated {count} time{'' if count == 1 else 's'} in this tracking store "
-            "(each finished refit run scores the test videos once).")
+            "(each finished final-model run scores the test videos once).")
 
 
 def _html_table(rows: Sequence[PairResult]) -> str:

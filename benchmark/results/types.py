@@ -83,6 +83,7 @@ class PairResult:
     n_params: int = 0  # head parameters
     refit_run_id: str | None = None
     final: str | None = None  # what the refit run deploys: "ensemble" (the fold models) or "refit"
+    protocol: str | None = None  # how the search chose each fold's training length (mbr.protocol)
     cv_video_scores: dict[str, float] = field(default_factory=dict)  # validation video -> fold PR-AUC
     test_video_scores: dict[str, float] = field(default_factory=dict)  # test video -> PR-AUC
     test_videos: list[VideoPrediction] = field(default_factory=list)
