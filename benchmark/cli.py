@@ -404,9 +404,9 @@ def _add_leaderboard(commands: Commands) -> None:
                        help="how the decision threshold is chosen on the CV folds: max_f1 (default) or "
                             "recall:0.9 (the highest threshold reaching that recall)")
     board.add_argument("--final", choices=FINAL_KINDS, default=DEFAULT_FINAL,
-                       help="the model deployed and tested: ensemble (default: the K fold models of the best trial, "
-                            "on whose predictions the threshold is tuned) or refit (one model on all training "
-                            "videos); see README, Protocol")
+                       help="the model deployed and tested: refit (default: one model on all training videos, "
+                            "trained with --refit-seeds seeds) or ensemble (the K fold models of the best trial, on "
+                            "whose predictions the threshold is tuned); see README, Protocol")
     board.add_argument("--refit-seeds", type=int, default=3, metavar="N",
                        help="with --final refit: seeds trained, the spread of their test scores is reported "
                             "(default: 3)")

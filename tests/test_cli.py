@@ -123,7 +123,7 @@ EXPECTED_ARGUMENTS = {
         ("--out", "out", None, False),
         ("--threshold", "threshold", "max_f1", False),
         ("--seed", "seed", 0, False),
-        ("--final", "final", "ensemble", False),
+        ("--final", "final", "refit", False),
         ("--refit-seeds", "refit_seeds", 3, False),
         ("--no-refit", "no_refit", False, False),
         ("--no-register", "no_register", False, False),

@@ -192,9 +192,11 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
         bundle = json.loads(_download(searched, refit.info.run_id, "model/bundle.json").read_text())
         assert bundle["backbone"]["name"] == "pose" and bundle["decision"]["threshold"] == pytest.approx(
             metrics["decision/threshold"])
-        # The default final model is the ensemble of the best trial's fold models, one head per CV fold.
-        assert refit.data.tags["mbr.final"] == "ensemble" and refit.data.tags["mbr.protocol"] == "mean_curve"
-        assert len(bundle["heads"]) == int(metrics["cv/n_folds"]) >= 2
+        # The default final model is one head refit on all training videos, with 3 seeds whose spread is logged.
+        assert refit.data.tags["mbr.final"] == "refit" and refit.data.tags["mbr.protocol"] == "mean_curve"
+        assert len(bundle["heads"]) == 1
+        assert metrics["test_seeds/pr_auc_mean_sd"] >= 0.0
+        assert min(abs(metrics["test_seeds/pr_auc_mean_mean"] - metrics["test/pr_auc_mean"]), 1.0) <= 0.5
     client = _client(searched)
     registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
     best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))
@@ -298,3 +300,39 @@ def test_leaderboard_without_a_search_is_a_one_line_error(tmp_path, capsys):
     assert "no mbr-bench search" in capsys.readouterr().err
     assert main(argv + ["--threshold", "recall=0.9"]) == 2
     assert "recall" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_ensemble_final_model_is_the_fold_models_and_predicts_as_it_was_tested(searched, board, tmp_path,
+                                                                                    capsys):
+    """--final ensemble deploys the best trial's K fold models; predict gives the test evaluation's probabilities."""
+    import sqlite3
+
+    store = tmp_path / "mlflow.db"  # a copy: the other tests' store keeps only the default final models
+    with sqlite3.connect(searched["uri"].removeprefix("sqlite:///")) as source, sqlite3.connect(store) as target:
+        source.backup(target)
+    copied = {**searched, "uri": f"sqlite:///{store}"}
+    existing = _run_ids(_refits(copied))
+    argv = ["leaderboard", "--study", BEHAVIOUR, "--workdir", str(searched["workdir"]), "--tracking-uri",
+            copied["uri"], "--out", str(tmp_path / "report"), "--no-register", "--no-progress", "--final", "ensemble"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    ensembles = [r for r in _refits(copied) if r.info.run_id not in existing]
+    assert len(ensembles) == 2 and all(r.data.tags["mbr.final"] == "ensemble" for r in ensembles)
+    for run in ensembles:
+        bundle = json.loads(_download(copied, run.info.run_id, "model/bundle.json").read_text())
+        assert len(bundle["heads"]) == int(run.data.metrics["cv/n_folds"]) >= 2
+    data = searched["manifest"].parent
+    run_id = ensembles[0].info.run_id
+    out = tmp_path / "predicted"
+    assert main(["predict", "--model", run_id, str(data / "videos" / "ofs04.mp4"), "--pose", str(data / "poses"),
+                 "--out", str(out), "--workdir", str(searched["workdir"]), "--tracking-uri", copied["uri"],
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    proba = pd.read_csv(out / "ofs04.csv")[f"{BEHAVIOUR}_probability"].to_numpy()
+    with np.load(_download(copied, run_id, "predictions/test_predictions.npz")) as scored:
+        k = next(k for k in range(len(scored.files)) if str(scored[f"video_{k}"]) == "ofs04")
+        np.testing.assert_allclose(proba, scored[f"proba_{k}"], atol=1e-6)
+    # --no-refit with --final refit shows nothing stale: the default final models are still the current ones.
+    assert main(argv[:-2] + ["--no-refit"]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "leaderboard.csv").open()))
+    assert {row["final"] for row in rows if row["refit_run_id"]} == {"refit"}
