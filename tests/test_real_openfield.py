@@ -112,7 +112,7 @@ def test_real_video_embeds_to_2330_by_1280_with_imagenet_mobilenet(real_manifest
     ModelBundle(
         behaviour="rearing", backbone="mobilenet_v2", weights="imagenet",
         backbone_config=build_backbone("mobilenet_v2", dataset, weights="imagenet").describe(), crop=dataset.crop,
-        heading=dataset.heading, individual=dataset.individual, head=head, threshold=0.5, threshold_rule="max_f1",
+        heading=dataset.heading, individual=dataset.individual, heads=[head], threshold=0.5, threshold_rule="max_f1",
         postprocess=PostProcess(closing=3),
     ).save(tmp_path / "model")
     video = dataset.videos[0]
