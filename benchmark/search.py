@@ -135,8 +135,9 @@ def cross_validate(
     train_seconds = epochs_total = predict_seconds = predicted_frames = 0.0
     cpu_started = time.process_time()  # all threads of this process: what the search costs in CPU
     n_params = 0
-    done: list[tuple[Fold, Any, np.ndarray]] = []  # (fold, fitted head, held-out probabilities or curve)
+    done: list[tuple[Fold, np.ndarray, dict]] = []  # (fold, held-out probabilities or their history, its run)
     curves: list[np.ndarray] = []  # mean_curve: per fold, the held-out PR-AUC after each epoch
+    inner_scores: list[float] = []  # inner: per fold, the held-out PR-AUC
     pruned = False
     for fold in folds:
         train_ids = list(fold.train_ids)
@@ -159,21 +160,25 @@ def cross_validate(
         train_seconds += head.train_seconds_
         epochs_total += head.epochs_run_
         n_params = head.n_params_
-        if protocol == "mean_curve":
-            curve = np.array([math.nan if e["val_pr_auc"] is None else e["val_pr_auc"] for e in head.history_])
-            curves.append(curve)
-            done.append((fold, head, head.val_history_))
-            scores = [curves[k][epoch - 1] for k, epoch in enumerate(cross_fitted_epochs(curves))]
-            fold_score, running = float(scores[-1]), float(np.nanmean(scores))
-        else:
+        if protocol == "mean_curve" and done:
+            scored = head.val_history_  # (epochs, frames): the fold is scored at an epoch chosen below
+        else:  # inner; and the first mean_curve fold, once, for the inference cost
             started = time.perf_counter()
             proba = head.predict_proba(X_val)
             predict_seconds += time.perf_counter() - started
             predicted_frames += len(proba)
-            done.append((fold, head, proba))
-            fold_score = float(frame_metrics(y_val, proba)["pr_auc"])
-            running = float(np.nanmean([frame_metrics(data.labels[f.val_id], p)["pr_auc"] for f, _, p in done]))
-        if on_fold is not None and on_fold(fold, len(done), fold_score, running):
+            scored = head.val_history_ if protocol == "mean_curve" else proba
+        # Keep what scoring needs, not the model: K large heads need not be in memory at once.
+        done.append((fold, scored, {"best_epoch": head.best_epoch_, "epochs_run": float(head.epochs_run_),
+                                    "train_seconds": float(head.train_seconds_)}))
+        if protocol == "mean_curve":
+            curves.append(np.array([math.nan if e["val_pr_auc"] is None else e["val_pr_auc"] for e in head.history_]))
+            fold_scores = [float(curves[k][epoch - 1]) for k, epoch in enumerate(cross_fitted_epochs(curves))]
+        else:
+            inner_scores.append(float(frame_metrics(y_val, scored)["pr_auc"]))
+            fold_scores = inner_scores
+        del head
+        if on_fold is not None and on_fold(fold, len(done), fold_scores[-1], float(np.nanmean(fold_scores))):
             pruned = len(done) < len(folds)
             break
 
@@ -181,22 +186,15 @@ def cross_validate(
         fold_epochs = cross_fitted_epochs(curves) if curves else []
         refit_epochs = common_epoch(curves) if curves else 1
     else:
-        fold_epochs = [head.best_epoch_ for _, head, _ in done]
+        fold_epochs = [run["best_epoch"] for _, _, run in done]
         refit_epochs = max(1, int(round(float(np.median(fold_epochs))))) if fold_epochs else 1
     results = []
-    for (fold, head, scored), epoch in zip(done, fold_epochs, strict=True):
+    for (fold, scored, run), epoch in zip(done, fold_epochs, strict=True):
         y_val = data.labels[fold.val_id]
         proba = scored[epoch - 1] if protocol == "mean_curve" else scored
         metrics = frame_metrics(y_val, proba)
-        metrics.update(epochs=float(epoch),
-                       epochs_run=float(head.epochs_run_), train_seconds=float(head.train_seconds_))
+        metrics.update(epochs=float(epoch), epochs_run=run["epochs_run"], train_seconds=run["train_seconds"])
         results.append(FoldResult(fold, metrics, y_val, np.asarray(proba, np.float32)))
-    if protocol == "mean_curve" and done:
-        # Held-out probabilities came from the per-epoch validation pass; time one prediction for the cost.
-        fold, head, _ = done[-1]
-        started = time.perf_counter()
-        predicted_frames += len(head.predict_proba(data.embeddings[fold.val_id]))
-        predict_seconds += time.perf_counter() - started
     compute = {
         "train_seconds": train_seconds,
         "cpu_seconds": time.process_time() - cpu_started,
