@@ -110,12 +110,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
+    from ..core.registry import check_names
     from .backbones import BACKBONES
 
-    unknown = [name for name in args.backbone if name not in BACKBONES.list()]
-    if unknown:
-        raise MbrError(f"--backbone {' '.join(unknown)}: unknown backbone {', '.join(map(repr, unknown))}; "
-                       f"known: {', '.join(BACKBONES.list())}")
+    check_names("--backbone", "backbone", args.backbone, BACKBONES.list())
     cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(_workdir(args)))
     progress = not args.no_progress and sys.stderr.isatty()
     rows = []

@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 
 from ..core.errors import ConfigError, DataError, WeightsError
+from ..core.registry import check_names
 from ..core.stores import default_storage_url, default_tracking_uri
 from ..search_spaces.loader import SearchSpace, default_space_path, load_search_space
 from ..tracking.provenance import standard_tags
@@ -148,11 +149,11 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
         raise DataError(f"{dataset.path}: no video has labels; a search needs labelled train videos "
                         "(add labels: and split: to the manifest)")
     behaviours = list(dataset.behaviours) if options.study == "all" else [options.study]
-    _check_names("--study", "behaviour", behaviours, list(dataset.behaviours))
+    check_names("--study", "behaviour", behaviours, list(dataset.behaviours))
     backbones = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
     heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
-    _check_names("--backbones", "backbone", backbones, BACKBONES.list())
-    _check_names("--heads", "head", heads, HEADS.list())
+    check_names("--backbones", "backbone", backbones, BACKBONES.list())
+    check_names("--heads", "head", heads, HEADS.list())
     for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
         require_inputs(dataset, name)
     space_path = options.search_space
@@ -175,13 +176,6 @@ def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Pat
         progress.message(f"no --dataset: writing the built-in synthetic open field to {manifest.parent}")
         generate(manifest.parent, n_videos=DEMO_VIDEOS, n_frames=DEMO_FRAMES, seed=0)
     return manifest, True
-
-
-def _check_names(option: str, kind: str, names: list[str], known: list[str]) -> None:
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"{option} {' '.join(unknown)}: unknown {kind} {', '.join(repr(n) for n in unknown)}; "
-                          f"known: {', '.join(known)}")
 
 
 def run(options: RunOptions) -> list[PairOutcome]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .errors import DuplicateComponentError, UnknownComponentError
+from .errors import ConfigError, DuplicateComponentError, UnknownComponentError
 
 T = TypeVar("T")
 
@@ -61,3 +61,11 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
+
+
+def check_names(option: str, kind: str, names: list[str], known: list[str]) -> None:
+    """ConfigError naming the option, every unknown name and the known ones, when a name is not in `known`."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"{option} {' '.join(unknown)}: unknown {kind} {', '.join(repr(n) for n in unknown)}; "
+                          f"known: {', '.join(known)}")

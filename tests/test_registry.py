@@ -109,3 +109,13 @@ def test_builtin_components_are_named_by_their_registration(registry_path):
     registry = package.BACKBONES if registry_path == "backbones" else package.HEADS
     for name in registry.list():
         assert registry.get(name).name == name
+
+
+def test_check_names_lists_every_unknown_name_with_its_option():
+    from mbr_bench.core.errors import ConfigError
+    from mbr_bench.core.registry import check_names
+
+    check_names("--heads", "head", ["lstm"], ["lstm", "tcn"])  # all known: nothing raised
+    with pytest.raises(ConfigError) as caught:
+        check_names("--heads", "head", ["lstm", "gru", "mlp"], ["lstm", "tcn"])
+    assert str(caught.value) == "--heads gru mlp: unknown head 'gru', 'mlp'; known: lstm, tcn"
