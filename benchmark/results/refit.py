@@ -190,14 +190,20 @@ def current_refit(client: Any, pair_run: Any, settings: RefitSettings) -> tuple[
 # -- metrics ----------------------------------------------------------------------------------
 
 
-def score_test_set(y: list[np.ndarray], proba: list[np.ndarray], labels: list[np.ndarray], threshold: float,
-                   fps: float) -> dict[str, float]:
-    """Pooled frame metrics of `labels` (PR-AUC from `proba`) and bout metrics, over test videos."""
-    y_all = np.concatenate(y)
-    metrics = frame_metrics(y_all, np.concatenate(labels).astype(float), threshold=0.5)
-    metrics["pr_auc"] = frame_metrics(y_all, np.concatenate(proba), threshold=threshold)["pr_auc"]
+def score_test_set(y: list[np.ndarray], labels: list[np.ndarray], fps: float) -> dict[str, float]:
+    """Frame metrics of 0/1 `labels`, pooled over test videos, and bout metrics (PR-AUC: `video_pr_auc`)."""
+    metrics = frame_metrics(np.concatenate(y), np.concatenate(labels).astype(float), threshold=0.5)
+    metrics.pop("pr_auc")  # of hard labels: meaningless beside the probabilities' PR-AUC
     metrics.update(bout_metrics(y, labels, fps=fps or None))
     return {key: float(value) for key, value in metrics.items()}
+
+
+def video_pr_auc(videos: list[TestVideo]) -> tuple[list[float], dict[str, float]]:
+    """Each test video's PR-AUC, and their mean (NaN videos, without a positive frame, left out) and pooled PR-AUC."""
+    per_video = [frame_metrics(v.y, v.proba)["pr_auc"] for v in videos]
+    finite = [score for score in per_video if math.isfinite(score)]
+    return per_video, {"pr_auc_mean": float(np.mean(finite)) if finite else math.nan,
+                       "pr_auc_pooled": pooled_pr_auc([v.y for v in videos], [v.proba for v in videos])}
 
 
 # -- the refit, step by step --------------------------------------------------------------------
@@ -404,12 +410,12 @@ def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos, y:
         predict_seconds += time.perf_counter() - started
         raw, post = bundle.decide(proba)
         videos.append(TestVideo(entry.id, y[entry.id], proba, raw, post, video_fps(entry)))
-    raw_metrics, post_metrics = _test_metrics(videos, bundle.threshold)
+    per_video_pr_auc, pr_auc = video_pr_auc(videos)
+    raw_metrics, post_metrics = _label_metrics(videos, pr_auc)
     per_video = {}
-    for v in videos:
-        raw_v = score_test_set([v.y], [v.proba], [v.raw], bundle.threshold, v.fps)
-        post_v = score_test_set([v.y], [v.proba], [v.post], bundle.threshold, v.fps)
-        per_video[v.video_id] = {"pr_auc": raw_v["pr_auc"], "f1_raw": raw_v["f1"], "f1_post": post_v["f1"],
+    for v, score in zip(videos, per_video_pr_auc, strict=True):
+        raw_v, post_v = score_test_set([v.y], [v.raw], v.fps), score_test_set([v.y], [v.post], v.fps)
+        per_video[v.video_id] = {"pr_auc": score, "f1_raw": raw_v["f1"], "f1_post": post_v["f1"],
                                  "bout_f1_iou50_post": post_v["bout_f1_iou50"], "frames": int(len(v.y)),
                                  "fps": v.fps}
     seeds = {}
@@ -421,27 +427,19 @@ def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos, y:
                 proba = head.predict_proba(embedded.arrays[v.video_id])
                 raw, post = bundle.decide(proba)
                 seed_videos.append(TestVideo(v.video_id, v.y, proba, raw, post, v.fps))
-            per_seed.append(_test_metrics(seed_videos, bundle.threshold)[0])
+            per_seed.append(_label_metrics(seed_videos, video_pr_auc(seed_videos)[1])[0])
         for key in ("pr_auc_mean", "pr_auc_pooled", "f1", "precision", "recall"):
             values = np.array([m[key] for m in per_seed], float)
             seeds[f"{key}_mean"], seeds[f"{key}_sd"] = float(np.nanmean(values)), float(np.nanstd(values, ddof=1))
     return TestScores(videos, raw_metrics, post_metrics, per_video, predict_seconds, seeds)
 
 
-def _test_metrics(videos: list[TestVideo], threshold: float) -> tuple[dict[str, float], dict[str, float]]:
-    """(raw, post-processed) metrics pooled over test videos, with PR-AUC per video (mean) and pooled."""
+def _label_metrics(videos: list[TestVideo], pr_auc: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(raw, post-processed) label metrics pooled over test videos, each with the videos' PR-AUC."""
     fps = float(np.median([v.fps for v in videos]))
-    ys, probas = [v.y for v in videos], [v.proba for v in videos]
-    per_video = [frame_metrics(v.y, v.proba)["pr_auc"] for v in videos]
-    finite = [score for score in per_video if math.isfinite(score)]
-    pr_auc = {"pr_auc_mean": float(np.mean(finite)) if finite else math.nan,
-              "pr_auc_pooled": pooled_pr_auc(ys, probas)}
-    results = []
-    for labels in ([v.raw for v in videos], [v.post for v in videos]):
-        metrics = score_test_set(ys, probas, labels, threshold, fps)
-        metrics.pop("pr_auc")
-        results.append({**metrics, **pr_auc})
-    return results[0], results[1]
+    ys = [v.y for v in videos]
+    return ({**score_test_set(ys, [v.raw for v in videos], fps), **pr_auc},
+            {**score_test_set(ys, [v.post for v in videos], fps), **pr_auc})
 
 
 def _log_refit(tracker: Any, job: RefitJob, final: FinalModel, bundle: ModelBundle, scores: TestScores,
