@@ -140,12 +140,7 @@ def cross_validate(
     inner_scores: list[float] = []  # inner: per fold, the held-out PR-AUC
     pruned = False
     for fold in folds:
-        train_ids = list(fold.train_ids)
-        val = None
-        if protocol == "inner":
-            inner = inner_video(fold, data.labels)
-            train_ids.remove(inner)
-            val = (data.embeddings[inner], data.labels[inner])
+        train_ids, val = _fold_training(fold, data, protocol)
         X_train = [data.embeddings[v] for v in train_ids]
         y_train = [data.labels[v] for v in train_ids]
         X_val, y_val = data.embeddings[fold.val_id], data.labels[fold.val_id]
@@ -160,14 +155,14 @@ def cross_validate(
         train_seconds += head.train_seconds_
         epochs_total += head.epochs_run_
         n_params = head.n_params_
-        if protocol == "mean_curve" and done:
-            scored = head.val_history_  # (epochs, frames): the fold is scored at an epoch chosen below
-        else:  # inner; and the first mean_curve fold, once, for the inference cost
+        proba = None
+        if protocol == "inner" or not done:  # mean_curve: one prediction, for the inference cost
             started = time.perf_counter()
             proba = head.predict_proba(X_val)
             predict_seconds += time.perf_counter() - started
             predicted_frames += len(proba)
-            scored = head.val_history_ if protocol == "mean_curve" else proba
+        # mean_curve: (epochs, frames), the fold is scored at an epoch chosen below; inner: the probabilities.
+        scored = head.val_history_ if protocol == "mean_curve" else proba
         # Keep what scoring needs, not the model: K large heads need not be in memory at once.
         done.append((fold, scored, {"best_epoch": head.best_epoch_, "epochs_run": float(head.epochs_run_),
                                     "train_seconds": float(head.train_seconds_)}))
@@ -228,18 +223,22 @@ def fit_fold_models(head_factory: Callable[..., Any], data: PairData, folds: lis
     """
     models = []
     for fold, epochs in zip(folds, fold_epochs, strict=True):
-        train_ids, val = list(fold.train_ids), None
-        if protocol == "inner":
-            inner = inner_video(fold, data.labels)
-            train_ids.remove(inner)
-            val = (data.embeddings[inner], data.labels[inner])
-            head = head_factory()
-        else:
-            head = head_factory(max_epochs=int(epochs))
+        train_ids, val = _fold_training(fold, data, protocol)
+        head = head_factory() if protocol == "inner" else head_factory(max_epochs=int(epochs))
         y_train = [data.labels[v] for v in train_ids]
         head.fit([data.embeddings[v] for v in train_ids], y_train, sample_weights(y_train), val=val)
         models.append((head, head.predict_proba(data.embeddings[fold.val_id])))
     return models
+
+
+def _fold_training(fold: Fold, data: PairData, protocol: str) -> tuple[list[str], tuple | None]:
+    """A fold's training videos and, under ``inner``, the (embeddings, labels) of the video it stops on."""
+    train_ids = list(fold.train_ids)
+    if protocol != "inner":
+        return train_ids, None
+    inner = inner_video(fold, data.labels)
+    train_ids.remove(inner)
+    return train_ids, (data.embeddings[inner], data.labels[inner])
 
 
 def cross_fitted_epochs(curves: list[np.ndarray]) -> list[int]:
@@ -256,8 +255,8 @@ def cross_fitted_epochs(curves: list[np.ndarray]) -> list[int]:
 def inner_video(fold: Fold, labels: dict[str, np.ndarray]) -> str:
     """The training video a fold early-stops on under the ``inner`` protocol.
 
-    The first training video after the held-out one (in manifest order, wrapping) that shows the
-    behaviour and leaves another training video that shows it too.
+    The fold's first training video (in manifest order) that shows the behaviour, when another of its
+    training videos shows it too, so that something is left to train on.
     """
     if len(fold.train_ids) < 2:
         raise ConfigError(f"--protocol inner: fold {fold.index + 1} has {len(fold.train_ids)} training video(s); "
