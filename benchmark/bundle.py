@@ -33,13 +33,14 @@ from ..tracking.queries import (  # the queries module quiets MLflow's download 
     quote_filter_value,
 )
 from ..tracking.schema import MODEL_ARTIFACT
-from .backbones import BACKBONES, build_backbone
+from .backbones import build_backbone, part_kinds
 from .data.crops import CropSettings
-from .data.manifest import Dataset, VideoEntry
+from .data.manifest import Dataset, PartNames, VideoEntry
 from .heads import load_head
 from .postprocess import PostProcess
 
 BUNDLE_FILE = "bundle.json"
+BACKBONE_STATE_FILE = "backbone_state.npz"  # only for backbones fitted on the training videos (fused)
 HEAD_FOLDER = "head"
 FORMAT = "mbr-bench-model"
 FORMAT_VERSION = 2  # 2: a list of heads (ensembles); version 1 bundles (one head) still load
@@ -61,6 +62,9 @@ class ModelBundle:
     threshold_rule: str
     postprocess: PostProcess
     info: dict[str, Any] = field(default_factory=dict)  # provenance and scores, for people
+    parts: PartNames = field(default_factory=PartNames)  # pose body-part renames and ignores
+    motion: dict[str, Any] = field(default_factory=dict)  # the dataset's motion: settings
+    backbone_state: dict[str, np.ndarray] = field(default_factory=dict)  # a fused backbone's scaling
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -80,11 +84,14 @@ class ModelBundle:
     def dataset_for(self, videos: list[VideoEntry], where: Path) -> Dataset:
         """A dataset of new videos that embeds exactly as the training videos did."""
         return Dataset(path=Path(where), name="predict", behaviours=(self.behaviour,), videos=tuple(videos),
-                       crop=self.crop, heading=self.heading, individual=self.individual)
+                       crop=self.crop, heading=self.heading, individual=self.individual, parts=self.parts,
+                       motion=self.motion)
 
     def build_backbone(self, dataset: Dataset) -> Any:
         """The training backbone, rebuilt; DataError if its settings no longer match."""
         backbone = build_backbone(self.backbone, dataset, weights=self.weights)
+        if self.backbone_state and hasattr(backbone, "load_state"):
+            backbone.load_state(self.backbone_state)
         if to_jsonable(backbone.describe()) != to_jsonable(self.backbone_config):
             raise DataError(
                 f"backbone {self.backbone}: built as {backbone.describe()} but the model was trained with "
@@ -94,13 +101,14 @@ class ModelBundle:
 
     def needs_pose(self) -> bool:
         """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
-        pose_features = BACKBONES.kind_of(self.backbone) == "pose"  # UnknownComponentError if unknown
-        return self.crop.mode == "pose" or pose_features
+        kinds = part_kinds(self.backbone)  # UnknownComponentError if unknown
+        return "pose" in kinds or (self.crop.mode == "pose" and "image" in kinds)
 
     def embedding_key(self) -> str:
         """Models with equal keys share one embedding of a video."""
         return json.dumps({"backbone": self.backbone_config, "crop": self.crop.key(), "heading": self.heading,
-                           "individual": self.individual}, sort_keys=True)
+                           "individual": self.individual, "parts": self.parts.key(), "motion": self.motion},
+                          sort_keys=True)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -112,7 +120,9 @@ class ModelBundle:
             "backbone": {"name": self.backbone, "weights": self.weights, "config": to_jsonable(self.backbone_config)},
             "crop": {"mode": self.crop.mode, "size": self.crop.size, "centre": list(self.crop.centre),
                      "min_likelihood": self.crop.min_likelihood},
-            "pose": {"heading": list(self.heading), "individual": self.individual},
+            "pose": {"heading": list(self.heading), "individual": self.individual,
+                     "rename": dict(self.parts.rename), "ignore": list(self.parts.ignore)},
+            "motion": dict(self.motion),
             "heads": [{"name": head.name, "folder": folder} for head, folder in zip(self.heads, self._folders())],
             "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
                          "postprocess": self.postprocess.to_dict()},
@@ -127,6 +137,8 @@ class ModelBundle:
         try:
             for head, head_folder in zip(self.heads, self._folders()):
                 head.save(staging / head_folder)
+            if self.backbone_state:
+                np.savez(staging / BACKBONE_STATE_FILE, **self.backbone_state)
             (staging / BUNDLE_FILE).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
             if folder.exists():
                 shutil.rmtree(folder)
@@ -179,7 +191,13 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             threshold_rule=str(decision.get("rule", "")),
             postprocess=PostProcess.from_dict(decision["postprocess"]),
             info=dict(spec.get("info") or {}),
+            parts=PartNames(tuple(sorted(dict(spec["pose"].get("rename") or {}).items())),
+                            tuple(spec["pose"].get("ignore") or ())),
+            motion=dict(spec.get("motion") or {}),
         )
+        if (folder / BACKBONE_STATE_FILE).is_file():
+            with np.load(folder / BACKBONE_STATE_FILE) as state:
+                bundle.backbone_state = {name: state[name] for name in state.files}
     except (ValueError, KeyError, TypeError, AttributeError, OSError, ConfigError) as error:
         raise DataError(f"{path}: not a readable mbr-bench model ({type(error).__name__}: {error}); "
                         "export it again with `mbr-bench leaderboard`, or upgrade mbr-bench") from None

@@ -110,17 +110,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
-    from ..core.registry import check_names
-    from .backbones import BACKBONES
+    from .backbones import check_backbone_names, part_kinds
 
-    check_names("--backbone", "backbone", args.backbone, BACKBONES.list())
+    check_backbone_names("--backbone", args.backbone)
+    also_track = any("track" in part_kinds(name) for name in args.backbone)
     cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(_workdir(args)))
     progress = not args.no_progress and sys.stderr.isatty()
     rows = []
     for name in args.backbone:
         backbone = build_backbone(name, dataset, weights=args.weights)
         for result in embed_dataset(dataset, backbone, cache, crop=crop, batch_size=args.batch_size,
-                                    video_ids=args.videos, progress=progress):
+                                    video_ids=args.videos, progress=progress, also_track=also_track):
             rows.append({"backbone": name, "weights": backbone.weights_id, **result.as_dict()})
     if args.json:
         print(json.dumps({"dataset": str(dataset.path), "cache_dir": str(cache.root), "videos": rows}, indent=2))
@@ -250,12 +250,29 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     rows = []
     for name in BACKBONES.list():
         factory = BACKBONES.get(name)
-        if BACKBONES.kind_of(name) == "image":
+        kind = BACKBONES.kind_of(name)
+        if kind == "image":
             rows.append([name, "image", f"{factory.default_input_size}px", factory.output_dim, factory.preprocessing])
+        elif kind == "track":
+            groups = factory().groups()
+            rows.append([name, "track", "video (tracker path)", sum(groups.values()), _groups(groups)])
+        elif hasattr(factory, "groups"):
+            groups = factory().groups(_EXAMPLE_PARTS)
+            rows.append([name, "pose", "pose file", f"{sum(groups.values())} for 8 parts", _groups(groups)])
         else:
-            rows.append([name, "pose", "pose file", "by body parts", "engineered pose features"])
-    print(format_table(["name", "input", "size", "dim", "preprocessing"], rows))
+            rows.append([name, "pose", "pose file", f"{factory().output_dim_for(_EXAMPLE_PARTS)} for 8 parts",
+                         "one-frame pose features (v1)"])
+    print(format_table(["name", "input", "size", "dim", "features"], rows))
+    print("fuse any of them with '+', e.g. --backbones mobilenet_v2+track: parts joined per frame, each scaled "
+          "on the training videos")
     return 0
+
+
+_EXAMPLE_PARTS = ("leftear", "lefthindpaw", "midbody", "rightear", "righthindpaw", "snout", "tailbase", "tailtip")
+
+
+def _groups(groups: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in groups.items() if n)
 
 
 # ---------------------------------------------------------------------------------------- parser

@@ -38,12 +38,15 @@ class EmbeddedVideos:
 
 
 def embed_videos(dataset: Dataset, backbone: Backbone, cache: EmbeddingCache, video_ids: list[str],
-                 batch_size: int = 32, progress: bool = True) -> EmbeddedVideos:
-    """Embed `video_ids` of `dataset` with `backbone` (or read them from `cache`), memory-mapped."""
+                 batch_size: int = 32, progress: bool = True, also_track: bool = False) -> EmbeddedVideos:
+    """Embed `video_ids` of `dataset` with `backbone` (or read them from `cache`), memory-mapped.
+
+    `also_track`: record the tracker's path during an image backbone's crop pass (see features.embed).
+    """
     if not video_ids:
         return EmbeddedVideos({}, 0.0, {}, 0)
     results = embed_dataset(dataset, backbone, cache, batch_size=batch_size, video_ids=video_ids,
-                            progress=progress)
+                            progress=progress, also_track=also_track)
     return EmbeddedVideos(
         arrays={r.video_id: np.load(r.path, mmap_mode="r") for r in results},
         seconds_per_frame=float(np.mean([r.compute_seconds_per_frame for r in results])),

@@ -33,7 +33,7 @@ from ..tracking.schema import (
     TAG_TRAIN_HASH,
     TAG_WEIGHTS,
 )
-from .backbones import BACKBONES, build_backbone
+from .backbones import build_backbone, check_backbone_names, part_kinds
 from .cv import leave_one_video_out, select_folds
 from .data.manifest import Dataset, load_dataset
 from .data.synthetic import generate
@@ -152,7 +152,7 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     check_names("--study", "behaviour", behaviours, list(dataset.behaviours))
     backbones = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
     heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
-    check_names("--backbones", "backbone", backbones, BACKBONES.list())
+    check_backbone_names("--backbones", backbones)
     check_names("--heads", "head", heads, HEADS.list())
     for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
         require_inputs(dataset, name)
@@ -202,12 +202,14 @@ def run(options: RunOptions) -> list[PairOutcome]:
 
     outcomes: list[PairOutcome] = []
     pending: list[tuple[int, _PairJob]] = []
+    # A crop pass records the tracker's path when a track backbone will want it: one decode for both.
+    also_track = any("track" in part_kinds(name) for name in plan.backbones)
     for backbone_name in plan.backbones:
         try:
             backbone = build_backbone(backbone_name, dataset, weights=options.weights)
             progress.message(f"embedding training videos with {backbone_name} (cached after the first run)")
             embedded = embed_videos(dataset, backbone, cache, train_ids, batch_size=options.batch_size,
-                                    progress=options.progress and sys.stderr.isatty())
+                                    progress=options.progress and sys.stderr.isatty(), also_track=also_track)
         except WeightsError as error:
             if not plan.demo or options.backbones:
                 raise

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone, PoseBackbone, build_backbone
+from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone, PoseBackbone, TrackBackbone, build_backbone
 from mbr_bench.core.errors import WeightsError
 
 # Reference output sizes (global average pooling), from the method's chapter 4.
@@ -15,6 +15,8 @@ REFERENCE_DIMS = {"resnet50v2": 2048, "inception_resnet_v2": 1536, "mobilenet_v2
 def _tiny(name):
     if BACKBONES.kind_of(name) == "image":
         return BACKBONES.build(name, weights="none", input_size=BACKBONES.get(name).min_input_size)
+    if BACKBONES.kind_of(name) == "track":
+        return BACKBONES.build(name)
     return BACKBONES.build(name, centre=("midbody",), heading=("tailbase", "snout"))
 
 
@@ -33,8 +35,8 @@ def _pose(n_frames=30, seed=0):
 def test_backbone_contract(name):
     backbone = _tiny(name)
     assert backbone.name == name
-    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "pose")
-    assert isinstance(backbone, {"image": ImageBackbone, "pose": PoseBackbone}[backbone.kind])
+    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "pose", "track")
+    assert isinstance(backbone, {"image": ImageBackbone, "pose": PoseBackbone, "track": TrackBackbone}[backbone.kind])
     assert isinstance(backbone.weights_id, str) and backbone.weights_id
     description = backbone.describe()
     assert description["backbone"] == name and description["weights"] == backbone.weights_id
@@ -52,6 +54,14 @@ def test_backbone_contract(name):
         np.testing.assert_allclose(backbone.embed_images(images[:1])[0], first[0], rtol=1e-4, atol=1e-5)
         with pytest.raises(ValueError, match="expects"):
             backbone.embed_images(images[:, :-1])
+    elif isinstance(backbone, TrackBackbone):
+        blobs = np.column_stack([_pose().xy[:, 0, :], np.full((len(_pose().xy), 4), [500.0, 40.0, 15.0, 0.3])])
+        features = backbone.embed_track(blobs, fps=10.0)
+        assert features.shape == (len(blobs), backbone.output_dim)
+        assert features.dtype == np.float32 and np.isfinite(features).all()
+        np.testing.assert_array_equal(features, backbone.embed_track(blobs, fps=10.0))
+        other = np.column_stack([_pose(seed=1).xy[:, 0, :], blobs[:, 2:]])
+        assert not np.allclose(features, backbone.embed_track(other, fps=10.0))
     else:
         assert isinstance(backbone, PoseBackbone)
         pose = _pose()

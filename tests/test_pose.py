@@ -126,14 +126,15 @@ def test_h5_round_trip(tmp_path):
 def test_real_openfield_file(openfield_pose):
     pose = read_pose(openfield_pose)
     assert pose.n_frames == 2330
-    assert pose.bodyparts == ("snout", "leftear", "rightear", "tailbase")
+    assert pose.bodyparts == ("leftear", "rightear", "snout", "tailbase")  # by name, not file order
     with open(openfield_pose, newline="") as fh:
         rows = list(csv.reader(fh))
-    # Row 3 is frame 0; columns: index, then x, y, likelihood per part.
+    # Row 3 is frame 0; columns: index, then x, y, likelihood per part in file order.
+    file_order = ("snout", "leftear", "rightear", "tailbase")
     for frame, part, coord in [(0, 0, 0), (100, 3, 1), (2329, 2, 0)]:
         expected = float(rows[3 + frame][1 + 3 * part + coord])
-        assert pose.xy[frame, part, coord] == expected
-    assert pose.likelihood[1234, 1] == float(rows[3 + 1234][1 + 3 * 1 + 2])
+        assert pose.xy[frame, pose.part(file_order[part]), coord] == expected
+    assert pose.likelihood[1234, pose.part("leftear")] == float(rows[3 + 1234][1 + 3 * 1 + 2])
     centres = centre_track(pose, ["leftear", "rightear", "tailbase"])
     assert centres.shape == (2330, 2) and np.isfinite(centres).all()
 
@@ -176,8 +177,10 @@ def test_centre_track_is_the_mean_of_parts(tmp_path):
     like = np.full((6, 3), 0.95)
     pose = _pose_from_arrays(tmp_path, xy, like, ("snout", "midbody", "tailbase"))
     centre = centre_track(pose, ["snout", "tailbase"])
-    np.testing.assert_allclose(centre, (pose.xy[:, 0] + pose.xy[:, 2]) / 2)
-    np.testing.assert_allclose(centre_track(pose, ["midbody"]), pose.xy[:, 1])
+    # The reader orders parts by name: midbody, snout, tailbase.
+    assert pose.bodyparts == ("midbody", "snout", "tailbase")
+    np.testing.assert_allclose(centre, (xy[:, 0] + xy[:, 2]) / 2)
+    np.testing.assert_allclose(centre_track(pose, ["midbody"]), xy[:, 1])
 
 
 def test_unknown_part_lists_available(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbr_bench.benchmark.backbones.base import BACKBONES
-from mbr_bench.benchmark.backbones.pose import PoseFeatures
+from mbr_bench.benchmark.backbones.pose import PoseFeaturesV1 as PoseFeatures
 from mbr_bench.benchmark.data.pose import Pose, read_pose
 from mbr_bench.core.errors import ConfigError, DataError
 
@@ -143,7 +143,7 @@ def test_settings_validation_and_describe():
     assert PoseFeatures(weights=None).weights_id == PoseFeatures(weights="none").weights_id == "pose-features-v1"
     described = PoseFeatures(centre=("leftear", "rightear"), min_likelihood=0.3).describe()
     assert described == {
-        "backbone": "pose", "weights": "pose-features-v1",
+        "backbone": "pose_v1", "weights": "pose-features-v1",
         "centre": ["leftear", "rightear"], "heading": ["tailbase", "snout"], "min_likelihood": 0.3,
     }
 
@@ -162,5 +162,7 @@ def test_registry_builds_pose_backbone():
     import mbr_bench.benchmark.backbones.pose  # noqa: F401  (registers 'pose')
 
     assert "pose" in BACKBONES
+    from mbr_bench.benchmark.backbones.pose import PoseFeatures as PoseFeaturesV2
+
     built = BACKBONES.build("pose", centre=("leftear", "rightear", "tailbase"))
-    assert isinstance(built, PoseFeatures) and built.centre == ("leftear", "rightear", "tailbase")
+    assert isinstance(built, PoseFeaturesV2) and built.centre == ("leftear", "rightear", "tailbase")

@@ -94,11 +94,13 @@ def test_duplicate_name_names_the_holder():
 def test_builtin_backbones_are_registered():
     from mbr_bench.benchmark.backbones import BACKBONES
 
-    assert BACKBONES.list() == ["inception_resnet_v2", "mobilenet_v2", "pose", "resnet50v2"]
-    with pytest.raises(UnknownComponentError, match="known: inception_resnet_v2, mobilenet_v2, pose, resnet50v2"):
+    assert BACKBONES.list() == ["inception_resnet_v2", "mobilenet_v2", "pose", "pose_v1", "resnet50v2", "track"]
+    with pytest.raises(UnknownComponentError,
+                       match="known: inception_resnet_v2, mobilenet_v2, pose, pose_v1, resnet50v2, track"):
         BACKBONES.build("vgg16")
     assert {name: BACKBONES.kind_of(name) for name in BACKBONES.list()} == {
-        "inception_resnet_v2": "image", "mobilenet_v2": "image", "pose": "pose", "resnet50v2": "image"}
+        "inception_resnet_v2": "image", "mobilenet_v2": "image", "pose": "pose", "pose_v1": "pose",
+        "resnet50v2": "image", "track": "track"}
 
 
 @pytest.mark.parametrize("registry_path", ["backbones", "heads"])

@@ -1,21 +1,55 @@
-"""Backbones: frame -> embedding. Importing this package registers every built-in backbone."""
+from . import keras_apps, pose, track  # noqa: F401  (registration side effect)
+from ...core.errors import ConfigError
+from ...core.registry import check_names
+from .base import BACKBONES, Backbone, ImageBackbone, PoseBackbone, TrackBackbone
+from .fused import FusedBackbone, part_names
 
-from . import keras_apps, pose  # noqa: F401  (registration side effect)
-from .base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
-
-__all__ = ["BACKBONES", "Backbone", "ImageBackbone", "PoseBackbone"]
+__all__ = ["BACKBONES", "Backbone", "FusedBackbone", "ImageBackbone", "PoseBackbone", "TrackBackbone"]
 
 
 def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201
-    """Build a registered backbone, taking pose settings (centre, heading) from `dataset` if given."""
+    """Build a registered backbone, or a fused one (`a+b`), taking pose and motion settings from
+    `dataset` if given. `weights` applies to the image parts of a fused backbone."""
+    parts = part_names(name)
+    if len(parts) > 1:
+        return FusedBackbone([build_backbone(part, dataset, weights if BACKBONES.kind_of(part) == "image" else None)
+                              for part in parts])
     factory = BACKBONES.get(name)
-    if dataset is not None and BACKBONES.kind_of(name) == "pose":
+    kind = BACKBONES.kind_of(name)
+    if dataset is not None and kind == "pose":
         params.setdefault("centre", dataset.crop.centre)
         params.setdefault("heading", dataset.heading)
         params.setdefault("min_likelihood", dataset.crop.min_likelihood)
+    if dataset is not None and kind in ("pose", "track") and hasattr(factory, "groups"):
+        for setting, value in dataset.motion.items():  # windows, causal: the motion features' time scales
+            params.setdefault(setting, value)
     if weights is not None:
         params["weights"] = weights
     return factory(**params)
 
 
-__all__ += ["build_backbone"]
+def backbone_kind(name: str) -> str | None:
+    """'image', 'pose', 'track' or 'fused'; UnknownComponentError for an unknown (part) name."""
+    parts = part_names(name)
+    if len(parts) > 1:
+        for part in parts:
+            BACKBONES.get(part)
+        return "fused"
+    return BACKBONES.kind_of(name)
+
+
+def part_kinds(name: str) -> list[str | None]:
+    """The kind of each part of `name` (one entry for a plain backbone)."""
+    return [BACKBONES.kind_of(part) for part in part_names(name)]
+
+
+def check_backbone_names(option: str, names: list[str]) -> None:
+    """ConfigError for an unknown backbone or part, or a fused name that repeats a part."""
+    check_names(option, "backbone", [part for name in names for part in part_names(name)], BACKBONES.list())
+    for name in names:
+        parts = part_names(name)
+        if len(parts) != len(set(parts)):
+            raise ConfigError(f"{option} {name}: a fused backbone names each part once; e.g. mobilenet_v2+track")
+
+
+__all__ += ["backbone_kind", "build_backbone", "check_backbone_names", "part_kinds"]

@@ -1,8 +1,10 @@
 """The backbone contract: something that turns each frame of a video into a 1-D embedding.
 
-Two families exist. An `ImageBackbone` sees mouse-centred crops (uint8 RGB, square, `input_size`
+Three families exist. An `ImageBackbone` sees mouse-centred crops (uint8 RGB, square, `input_size`
 pixels) in batches. A `PoseBackbone` sees the whole pose track of a video at once, because its
-features (speeds, heading changes) need neighbouring frames.
+features (speeds, heading changes) need neighbouring frames. A `TrackBackbone` sees the whole path
+of the built-in tracker's blob (for videos without pose), for the same reason. A fused backbone
+(`fused.py`, named like `mobilenet_v2+track`) joins the embeddings of registered ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from ...core.registry import Registry
 
 if TYPE_CHECKING:
+    from ..data.manifest import VideoGeometry
     from ..data.pose import Pose
 
 
@@ -22,7 +25,7 @@ class Backbone(ABC):
     """Common part: a registry name, an output size and an identity for the cache key."""
 
     name: ClassVar[str]  # set by BACKBONES.register
-    kind: ClassVar[str]  # "image" or "pose"; BACKBONES.kind_of(name) reads it
+    kind: ClassVar[str]  # "image", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
 
     @property
     @abstractmethod
@@ -55,8 +58,21 @@ class PoseBackbone(Backbone):
         """Embedding size for a pose file with these body parts."""
 
     @abstractmethod
-    def embed_pose(self, pose: Pose, fps: float) -> np.ndarray:
-        """A whole video's pose -> (n_frames, output_dim_for(pose.bodyparts)) float32."""
+    def embed_pose(self, pose: Pose, fps: float, geometry: VideoGeometry | None = None) -> np.ndarray:
+        """A whole video's pose -> (n_frames, output_dim_for(pose.bodyparts)) float32.
+
+        `geometry` is what the manifest says of the video's camera (px_per_cm, arena walls).
+        """
+
+
+class TrackBackbone(Backbone):
+    kind = "track"
+    output_dim: int
+
+    @abstractmethod
+    def embed_track(self, blobs: np.ndarray, fps: float, geometry: VideoGeometry | None = None) -> np.ndarray:
+        """A whole video's tracker blobs ((T, len(BLOB_COLUMNS)), NaN rows where the tracker found
+        nothing) -> (T, output_dim) float32."""
 
 
 BACKBONES: Registry[Backbone] = Registry("backbone")

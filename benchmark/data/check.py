@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ...core.errors import DataError
 from .labels import bout_spans, label_names, read_labels
 from .manifest import Dataset, VideoEntry
-from .pose import centre_track, clean_pose, read_pose, require_parts, require_tracked
+from .pose import centre_track, clean_pose, require_parts, require_tracked
 from .video import count_frames, probe_video
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
 
     bodyparts: tuple[str, ...] = ()
     if entry.pose is not None:
-        pose = read_pose(entry.pose, individual=dataset.individual)
+        pose = dataset.read_pose(entry)
         if truncated and pose.n_frames == info.n_frames:
             raise _truncated_video(entry, info.n_frames, frames, entry.pose, "pose rows")
         if pose.n_frames != frames:
@@ -131,7 +131,7 @@ def _check_pose_only(dataset: Dataset, entry: VideoEntry, report: DatasetReport)
             f"{dataset.path}: video '{entry.id}' has no video file and no fps; "
             "add fps: (frames per second of the recording) to it"
         )
-    pose = read_pose(entry.pose, individual=dataset.individual)
+    pose = dataset.read_pose(entry)
     frames = pose.n_frames
     # The pose backbone centres on crop.centre and turns into the heading (back, front): name a
     # missing or never-tracked part now rather than in the middle of a run.
@@ -192,11 +192,29 @@ def _fits(entry: VideoEntry, dataset: Dataset, n_frames: int, fps: float) -> boo
     return True
 
 
+def _check_same_parts(dataset: Dataset, report: DatasetReport) -> None:
+    """DataError when pose files of one dataset end up with different body parts (after rename/ignore):
+    the pose features of their videos would not mean the same columns."""
+    with_pose = [(dataset.video(v.id), v.bodyparts) for v in report.videos if v.bodyparts]
+    if not with_pose:
+        return
+    first, parts = with_pose[0]
+    for entry, other in with_pose[1:]:
+        if set(other) != set(parts):
+            only_first = sorted(set(parts) - set(other))
+            only_other = sorted(set(other) - set(parts))
+            raise DataError(
+                f"{entry.pose}: body parts differ from {first.pose} (only in {first.pose.name}: "
+                f"{', '.join(only_first) or 'none'}; only in {entry.pose.name}: {', '.join(only_other) or 'none'}); "
+                "map the names onto one set with pose.rename and drop extra parts with pose.ignore in dataset.yaml")
+
+
 def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
     """Read every video, pose and labels file of `dataset`; raise DataError on the first inconsistency."""
     report = DatasetReport(dataset)
     for entry in tqdm(dataset.videos, desc="checking videos", unit="video", disable=not progress, leave=False):
         report.videos.append(_check_video(dataset, entry, report))
+    _check_same_parts(dataset, report)
     if not dataset.labelled:
         report.notes.append(
             "no labels: these videos can be embedded (and labelled by a trained model), not benchmarked; "

@@ -175,7 +175,7 @@ def _background(path: Path, n_frames: int, n_background: int) -> np.ndarray:
     return np.median(np.stack(samples), axis=0).astype(np.uint8)
 
 
-def _hold_gaps(centres: np.ndarray) -> np.ndarray:
+def hold_gaps(centres: np.ndarray) -> np.ndarray:
     """Fill NaN rows with the last known position (leading NaNs with the first known one)."""
     found = np.isfinite(centres).all(axis=1)
     if found.all():
@@ -187,24 +187,97 @@ def _hold_gaps(centres: np.ndarray) -> np.ndarray:
     return centres[idx]
 
 
-def _largest_blob_centre(mask: np.ndarray, min_area: int) -> tuple[float, float]:
-    """Centroid of the largest 8-connected blob of ``mask`` (holes filled), or NaNs if under min_area.
+BLOB_COLUMNS = ("x", "y", "area", "major", "minor", "angle")  # what the tracker records per frame
+TRACKER_VERSION = "blob-tracker-v2"  # bump when detection changes what it finds
+
+
+def _largest_blob(mask: np.ndarray, min_area: int) -> tuple[float, ...]:
+    """The largest 8-connected blob of ``mask`` (holes filled): centroid x, y, area, major and minor
+    axis lengths (4 standard deviations along each principal axis, the full length of an
+    ellipse) and the major axis angle (rad, modulo pi); NaNs when nothing reaches ``min_area``.
 
     Outer contours plus a raster of the winner only: several times faster than
     connectedComponentsWithStats on a whole frame, which dominated the tracker's time.
     """
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return (np.nan, np.nan)
+        return (np.nan,) * len(BLOB_COLUMNS)
     # Polygon area through pixel centres under-counts thin blobs, but only ranks them here.
     best = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
     x, y, w, h = cv2.boundingRect(best)
     blob = np.zeros((h, w), np.uint8)
     cv2.drawContours(blob, [best], -1, 255, thickness=cv2.FILLED, offset=(-x, -y))
     m = cv2.moments(blob, binaryImage=True)
-    if m["m00"] < min_area:
-        return (np.nan, np.nan)
-    return (x + m["m10"] / m["m00"], y + m["m01"] / m["m00"])
+    area = m["m00"]
+    if area < min_area:
+        return (np.nan,) * len(BLOB_COLUMNS)
+    cov_xx, cov_yy, cov_xy = m["mu20"] / area, m["mu02"] / area, m["mu11"] / area
+    spread = np.sqrt(((cov_xx - cov_yy) / 2) ** 2 + cov_xy**2)
+    major = 4 * np.sqrt(max((cov_xx + cov_yy) / 2 + spread, 0.0))
+    minor = 4 * np.sqrt(max((cov_xx + cov_yy) / 2 - spread, 0.0))
+    angle = 0.5 * np.arctan2(2 * cov_xy, cov_xx - cov_yy)
+    return (x + m["m10"] / area, y + m["m01"] / area, area, major, minor, angle)
+
+
+class BlobTracker:
+    """Finds the one moving object (the mouse) in each frame of one video, against its background.
+
+    Background = per-pixel median of ``n_background`` frames sampled evenly across the video.
+    Each frame: grey absolute difference to the background, threshold (Otsu, but never below a
+    fixed contrast floor so that an empty arena gives no blob), a morphological opening to drop
+    compression noise and thin structures such as the tail, then the largest connected component
+    of at least ``min_area`` pixels (see `_largest_blob`). One frame at a time, so the same pass
+    can crop around what it finds.
+    """
+
+    def __init__(self, path: str | Path, n_background: int = 50, min_area: int = 30) -> None:
+        if n_background < 1:
+            raise ConfigError(f"n_background must be >= 1, got {n_background}")
+        info = probe_video(path)
+        self.path = info.path
+        self.n_frames = info.n_frames
+        self.min_area = min_area
+        self.background = _background(self.path, info.n_frames, n_background)
+        # Opening kernel side scales with resolution: 5 px at 480 lines, never below 3; drops tails and specks.
+        k = max(3, int(round(min(info.width, info.height) / 96)) | 1)
+        self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        self.min_contrast = 20  # grey levels; below this a difference is lighting flicker or codec noise
+
+    def settings(self) -> dict[str, object]:
+        """What changes the tracker's output, for cache keys."""
+        return {"tracker": TRACKER_VERSION, "min_area": self.min_area}
+
+    def detect(self, frame: np.ndarray, rgb: bool = False) -> tuple[float, ...]:
+        """One BGR (RGB with `rgb`, or grey) frame -> the blob's `BLOB_COLUMNS` values (NaNs when none)."""
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if rgb and frame.ndim == 3 else _grey(frame)
+        diff = cv2.absdiff(grey, self.background)
+        level, mask = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        if level < self.min_contrast:
+            _, mask = cv2.threshold(diff, self.min_contrast, 255, cv2.THRESH_BINARY)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+        return _largest_blob(mask, self.min_area)
+
+
+def track_blobs(path: str | Path, n_background: int = 50, min_area: int = 30, progress: bool = False) -> np.ndarray:
+    """(T, len(BLOB_COLUMNS)) float64 per frame of the video; NaN rows where nothing was found.
+
+    Raises DataError when no frame has a moving object: use crop mode ``full`` or a pose file.
+    """
+    tracker = BlobTracker(path, n_background, min_area)
+    frames = iter_frames(tracker.path, rgb=False)
+    if progress:
+        frames = tqdm(frames, total=tracker.n_frames, desc=f"tracking {tracker.path.name}", unit="frame")
+    blobs = np.asarray([tracker.detect(frame) for frame in frames], dtype=np.float64).reshape(-1, len(BLOB_COLUMNS))
+    require_found(tracker.path, blobs)
+    return blobs
+
+
+def require_found(path: Path, blobs: np.ndarray) -> None:
+    if not np.isfinite(blobs[:, :2]).any():
+        raise DataError(
+            f"{path}: the tracker found no moving object in {len(blobs)} frames; "
+            "use crop mode 'full' or give a pose file and crop mode 'pose'"
+        )
 
 
 def track_centroids(
@@ -212,43 +285,10 @@ def track_centroids(
 ) -> np.ndarray:
     """Per-frame (x, y) of the one moving object (the mouse), as a (T, 2) float64 array.
 
-    Background = per-pixel median of ``n_background`` frames sampled evenly across the video.
-    Each frame: grey absolute difference to the background, threshold (Otsu, but never below a
-    fixed contrast floor so that an empty arena gives no blob), a morphological opening to drop
-    compression noise and thin structures such as the tail, then the centroid of the largest
-    connected component of at least ``min_area`` pixels. Frames where nothing is found hold the
-    last position (the first found one at the start). Streams one frame at a time.
-
-    Raises DataError when no frame has a moving object: use crop mode ``full`` or a pose file.
+    See `BlobTracker`. Frames where nothing is found hold the last position (the first found one
+    at the start). Raises DataError when no frame has a moving object.
     """
-    if n_background < 1:
-        raise ConfigError(f"n_background must be >= 1, got {n_background}")
-    info = probe_video(path)
-    path = info.path
-    background = _background(path, info.n_frames, n_background)
-    # Opening kernel side scales with resolution: 5 px at 480 lines, never below 3; drops tails and specks.
-    k = max(3, int(round(min(info.width, info.height) / 96)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    min_contrast = 20  # grey levels; below this a difference is lighting flicker or codec noise
-
-    centres: list[tuple[float, float]] = []
-    frames = iter_frames(path, rgb=False)
-    if progress:
-        frames = tqdm(frames, total=info.n_frames, desc=f"tracking {path.name}", unit="frame")
-    for frame in frames:
-        diff = cv2.absdiff(_grey(frame), background)
-        level, mask = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-        if level < min_contrast:
-            _, mask = cv2.threshold(diff, min_contrast, 255, cv2.THRESH_BINARY)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-        centres.append(_largest_blob_centre(mask, min_area))
-    out = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    if not np.isfinite(out).any():
-        raise DataError(
-            f"{path}: the tracker found no moving object in {len(out)} frames; "
-            "use crop mode 'full' or give a pose file and crop mode 'pose'"
-        )
-    return _hold_gaps(out)
+    return hold_gaps(track_blobs(path, n_background, min_area, progress)[:, :2])
 
 
 def _resize(image: np.ndarray, out_size: int) -> np.ndarray:
@@ -259,47 +299,89 @@ def _resize(image: np.ndarray, out_size: int) -> np.ndarray:
     return cv2.resize(image, (out_size, out_size), interpolation=interpolation)
 
 
+_MAX_PENDING = 64  # frames held back at a video's start until the tracker first finds the mouse
+
+
 def iter_crops(
-    path: str | Path, settings: CropSettings, out_size: int, centres: np.ndarray | None = None
+    path: str | Path,
+    settings: CropSettings,
+    out_size: int,
+    centres: np.ndarray | None = None,
+    tracker: BlobTracker | None = None,
+    blobs: list[tuple[float, ...]] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Stream one (out_size, out_size, 3) uint8 RGB crop per frame of the video.
+    """Stream one (out_size, out_size, 3) uint8 RGB crop per frame of the video, in one decode pass.
 
     ``centres`` is (T, 2) (x, y) per frame: required in mode ``pose`` (from the pose file),
-    computed with `track_centroids` when None in mode ``tracker``, ignored in mode ``full``.
-    NaN rows hold the previous centre. T must equal the video's frame count, else DataError.
-    Settings are checked at the call; the video is opened on the first ``next()``.
+    ignored in mode ``full``. In mode ``tracker`` the `BlobTracker` (built here when None) finds the
+    mouse in each frame as it is decoded and the crop follows it. With ``blobs`` given, every
+    frame's tracker result is appended to it (any mode; a `tracker` is then built if none is
+    passed), so the tracker's path costs no second decode. NaN centres hold the previous one.
+    T must equal the video's frame count, else DataError. Settings are checked at the call; the
+    video is opened on the first ``next()``.
     """
     out_size = int(out_size)
     if out_size < 1:
         raise ConfigError(f"crop output size must be >= 1 pixel, got {out_size}")
     path = Path(path)
+    if settings.mode == "tracker" or blobs is not None:
+        tracker = tracker or BlobTracker(path)
+    record = blobs if blobs is not None else []
     if settings.mode == "full":
-        return _iter_full(path, out_size)
+        return _iter_full(path, out_size, tracker, record)
+    if settings.mode == "tracker":
+        return _iter_tracked(path, settings.size, out_size, tracker, record)
     if centres is None:
-        if settings.mode == "pose":
-            raise ConfigError(
-                f"{path}: crop mode 'pose' needs per-frame centres from a pose file; give the video a pose file "
-                "or set crop.mode to 'tracker' or 'full'"
-            )
-    else:
-        centres = np.asarray(centres, dtype=np.float64)
-        if centres.ndim != 2 or centres.shape[1] != 2:
-            raise ValueError(f"centres must be (n_frames, 2) x, y, got shape {centres.shape}")
-        if not np.isfinite(centres).any():
-            raise DataError(
-                f"{path}: no frame has a usable crop centre (all missing or below crop.min_likelihood); "
-                "lower crop.min_likelihood, choose other crop.centre body parts, or use crop mode 'tracker'"
-            )
-    return _iter_centred(path, settings.size, out_size, centres)
+        raise ConfigError(
+            f"{path}: crop mode 'pose' needs per-frame centres from a pose file; give the video a pose file "
+            "or set crop.mode to 'tracker' or 'full'"
+        )
+    centres = np.asarray(centres, dtype=np.float64)
+    if centres.ndim != 2 or centres.shape[1] != 2:
+        raise ValueError(f"centres must be (n_frames, 2) x, y, got shape {centres.shape}")
+    if not np.isfinite(centres).any():
+        raise DataError(
+            f"{path}: no frame has a usable crop centre (all missing or below crop.min_likelihood); "
+            "lower crop.min_likelihood, choose other crop.centre body parts, or use crop mode 'tracker'"
+        )
+    return _iter_centred(path, settings.size, out_size, centres, tracker, record)
 
 
-def _iter_full(path: Path, out_size: int) -> Iterator[np.ndarray]:
+def _iter_full(path: Path, out_size: int, tracker: BlobTracker | None, blobs: list) -> Iterator[np.ndarray]:
     for frame in iter_frames(path):
+        if tracker is not None:
+            blobs.append(tracker.detect(frame, rgb=True))
         yield _resize(fit_square(frame), out_size)
 
 
-def _iter_centred(path: Path, side: int, out_size: int, centres: np.ndarray | None) -> Iterator[np.ndarray]:
-    centres = track_centroids(path) if centres is None else _hold_gaps(centres)
+def _iter_tracked(path: Path, side: int, out_size: int, tracker: BlobTracker, blobs: list) -> Iterator[np.ndarray]:
+    """Track and crop in one pass. Frames before the mouse is first found wait (up to _MAX_PENDING)
+    and are cropped where it is first found; beyond that they are cropped at the frame's centre."""
+    pending: list[np.ndarray] = []
+    last: tuple[float, float] | None = None
+    for frame in iter_frames(path):
+        blob = tracker.detect(frame, rgb=True)
+        blobs.append(blob)
+        if np.isfinite(blob[0]):
+            last = (blob[0], blob[1])
+        if last is None:
+            pending.append(frame)
+            if len(pending) > _MAX_PENDING:
+                middle = (frame.shape[1] / 2, frame.shape[0] / 2)
+                yield from (_resize(crop_square(f, middle, side), out_size) for f in pending)
+                pending.clear()
+            continue
+        yield from (_resize(crop_square(f, last, side), out_size) for f in pending)
+        pending.clear()
+        yield _resize(crop_square(frame, last, side), out_size)
+    if pending:  # never found: the same error as the two-pass tracker gives
+        require_found(path, np.asarray(blobs, dtype=np.float64).reshape(-1, len(BLOB_COLUMNS)))
+
+
+def _iter_centred(
+    path: Path, side: int, out_size: int, centres: np.ndarray, tracker: BlobTracker | None, blobs: list
+) -> Iterator[np.ndarray]:
+    centres = hold_gaps(centres)
     n_centres = len(centres)
     # Catch a mismatch before any work when the header disagrees; decode to be sure, headers can lie.
     n_header = probe_video(path).n_frames
@@ -311,6 +393,8 @@ def _iter_centred(path: Path, side: int, out_size: int, centres: np.ndarray | No
     for frame in iter_frames(path):
         if n >= n_centres:
             raise DataError(_mismatch(path, count_frames(path), n_centres))
+        if tracker is not None:
+            blobs.append(tracker.detect(frame, rgb=True))
         yield _resize(crop_square(frame, centres[n], side), out_size)
         n += 1
     if n != n_centres:

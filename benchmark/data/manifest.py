@@ -4,7 +4,15 @@
 name: my_lab_openfield            # optional
 behaviours: [grooming, wall_rearing]
 crop: {mode: pose, size: 160, centre: [midbody], min_likelihood: 0.6}   # optional
-pose: {heading: [tailbase, snout], individual: null}                    # optional
+pose:                             # optional
+  heading: [tailbase, snout]      # back part, front part
+  individual: null                # multi-animal files: which animal
+  rename: {Nose: snout, Tail_base: tailbase}   # file name -> name used everywhere else
+  ignore: [LED]                   # parts to drop (after renaming)
+motion: {windows: [0.2, 0.5, 1, 2], causal: false}   # optional: pose and track time scales, seconds
+px_per_cm: 12.5                   # optional (also per video): speeds in cm/s instead of body lengths/s
+arena: [40, 30, 600, 450]         # optional (also per video): walls, pixels left, top, right, bottom;
+                                  # without it the arena is estimated from where the animal goes
 videos:
   - id: m1                        # unique
     video: videos/m1.mp4          # paths are relative to this file
@@ -17,6 +25,7 @@ videos:
     labels: labels/m2.csv
     split: train
     fps: 30                       # required without a video
+    arena: [12, 8, 500, 496]      # this camera's walls (overrides the top-level arena)
 ```
 A video entry needs a video, or a pose file and fps (pose-only: only the `pose` backbone can embed
 it, frame count = pose rows). Loading checks structure and that every named file exists;
@@ -33,11 +42,35 @@ import yaml
 
 from ...core.errors import ConfigError, DataError
 from .crops import CropSettings
+from .pose import Pose, read_pose
 
 SPLITS = ("train", "test")
-_TOP_KEYS = {"name", "behaviours", "behaviors", "crop", "pose", "videos", "synthetic"}
-_VIDEO_KEYS = {"id", "video", "pose", "labels", "split", "fps"}
-_POSE_KEYS = {"heading", "individual"}
+_TOP_KEYS = {"name", "behaviours", "behaviors", "crop", "pose", "motion", "px_per_cm", "arena", "videos", "synthetic"}
+_VIDEO_KEYS = {"id", "video", "pose", "labels", "split", "fps", "px_per_cm", "arena"}
+_POSE_KEYS = {"heading", "individual", "rename", "ignore"}
+_MOTION_KEYS = {"windows", "causal"}
+
+
+@dataclass(frozen=True)
+class VideoGeometry:
+    """What the manifest says of a video's camera: scale and where the arena's walls are."""
+
+    px_per_cm: float | None = None
+    arena: tuple[float, float, float, float] | None = None  # left, top, right, bottom, pixels
+
+    def key(self) -> dict[str, Any]:
+        return {"px_per_cm": self.px_per_cm, "arena": list(self.arena) if self.arena else None}
+
+
+@dataclass(frozen=True)
+class PartNames:
+    """How a pose file's body-part names map onto the names the dataset uses (`pose:` rename/ignore)."""
+
+    rename: tuple[tuple[str, str], ...] = ()
+    ignore: tuple[str, ...] = ()
+
+    def key(self) -> dict[str, Any]:
+        return {"rename": [list(pair) for pair in self.rename], "ignore": list(self.ignore), "order": "by-name"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,7 @@ class VideoEntry:
     labels: Path | None = None
     split: str | None = None
     fps: float | None = None
+    geometry: VideoGeometry = field(default_factory=VideoGeometry)
 
 
 @dataclass(frozen=True)
@@ -59,6 +93,8 @@ class Dataset:
     crop: CropSettings = field(default_factory=CropSettings)
     heading: tuple[str, str] = ("tailbase", "snout")
     individual: str | None = None
+    parts: PartNames = field(default_factory=PartNames)
+    motion: dict[str, Any] = field(default_factory=dict)  # `motion:` settings for the pose and track backbones
 
     def video(self, video_id: str) -> VideoEntry:
         for entry in self.videos:
@@ -73,6 +109,13 @@ class Dataset:
     @property
     def labelled(self) -> bool:
         return any(entry.labels is not None for entry in self.videos)
+
+    def read_pose(self, entry: VideoEntry, pose_file: Path | None = None) -> Pose:
+        """The entry's pose file (or `pose_file`), read with this dataset's animal and part names."""
+        path = pose_file or entry.pose
+        if path is None:
+            raise DataError(f"{self.path}: video '{entry.id}' has no pose file; add pose: for it in dataset.yaml")
+        return read_pose(path, self.individual, self.parts.rename, self.parts.ignore)
 
     @property
     def pose_only(self) -> tuple[VideoEntry, ...]:
@@ -98,7 +141,58 @@ def _resolve(manifest: Path, where: str, value: Any) -> Path:
     return path
 
 
-def _video_entry(manifest: Path, index: int, raw: Any) -> VideoEntry:
+def _px_per_cm(manifest: Path, where: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _fail(manifest, f"{where} px_per_cm is {value!r}", "give the camera's pixels per centimetre (a positive number)")
+    return float(value)
+
+
+def _arena(manifest: Path, where: str, value: Any) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok or not (value[0] < value[2] and value[1] < value[3]):
+        raise _fail(manifest, f"{where} arena is {value!r}",
+                    "give the walls as [left, top, right, bottom] in pixels, left < right and top < bottom")
+    return (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
+
+
+def _part_names(manifest: Path, pose_cfg: dict[str, Any]) -> PartNames:
+    rename, ignore = pose_cfg.get("rename") or {}, pose_cfg.get("ignore") or []
+    if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                               for k, v in rename.items()):
+        raise _fail(manifest, f"pose.rename is {rename!r}", "give a mapping of file part name -> name, e.g. {Nose: snout}")
+    targets = list(rename.values())
+    if len(set(targets)) != len(targets):
+        raise _fail(manifest, f"pose.rename maps two parts onto one name ({rename})", "give each part its own name")
+    ignore = _as_list(ignore)
+    if not all(isinstance(p, str) and p for p in ignore):
+        raise _fail(manifest, f"pose.ignore is {ignore!r}", "give a list of body part names, e.g. [LED]")
+    return PartNames(tuple(sorted(rename.items())), tuple(sorted(set(ignore))))
+
+
+def _motion(manifest: Path, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - _MOTION_KEYS:
+        raise _fail(manifest, f"motion: must be a mapping with keys {sorted(_MOTION_KEYS)}", "fix the motion: section")
+    out: dict[str, Any] = {}
+    if raw.get("windows") is not None:
+        windows = _as_list(raw["windows"])
+        if not windows or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in windows):
+            raise _fail(manifest, f"motion.windows is {raw['windows']!r}", "give positive seconds, e.g. [0.2, 0.5, 1, 2]")
+        out["windows"] = [float(w) for w in windows]
+    if raw.get("causal") is not None:
+        if not isinstance(raw["causal"], bool):
+            raise _fail(manifest, f"motion.causal is {raw['causal']!r}", "give true (windows end at their frame) or false")
+        out["causal"] = raw["causal"]
+    return out
+
+
+def _video_entry(manifest: Path, index: int, raw: Any, defaults: VideoGeometry) -> VideoEntry:
     where = f"videos[{index}]"
     if not isinstance(raw, dict):
         raise _fail(manifest, f"{where} must be a mapping with id, video, ...", "see the dataset format in the README")
@@ -129,6 +223,10 @@ def _video_entry(manifest: Path, index: int, raw: Any) -> VideoEntry:
         labels=_resolve(manifest, f"{where} labels", raw["labels"]) if raw.get("labels") is not None else None,
         split=split,
         fps=float(fps) if fps is not None else None,
+        geometry=VideoGeometry(
+            px_per_cm=_px_per_cm(manifest, where, raw.get("px_per_cm")) or defaults.px_per_cm,
+            arena=_arena(manifest, where, raw.get("arena")) or defaults.arena,
+        ),
     )
     if entry.labels is not None and entry.split is None:
         raise _fail(manifest, f"{where} has labels but no split", "add split: train or split: test")
@@ -165,7 +263,14 @@ def load_dataset(path: str | Path) -> Dataset:
     raw_videos = raw.get("videos")
     if not isinstance(raw_videos, list) or not raw_videos:
         raise _fail(manifest, "no videos listed", "add a videos: list (see the dataset format in the README)")
-    videos = tuple(_video_entry(manifest, i, item) for i, item in enumerate(raw_videos))
+    defaults = VideoGeometry(_px_per_cm(manifest, "the top-level", raw.get("px_per_cm")),
+                             _arena(manifest, "the top-level", raw.get("arena")))
+    videos = tuple(_video_entry(manifest, i, item, defaults) for i, item in enumerate(raw_videos))
+    scaled = [entry.id for entry in videos if entry.geometry.px_per_cm]
+    if scaled and len(scaled) != len(videos):
+        unscaled = [entry.id for entry in videos if not entry.geometry.px_per_cm]
+        raise _fail(manifest, f"px_per_cm is given for {', '.join(scaled)} but not for {', '.join(unscaled)}",
+                    "give px_per_cm for every video (or the top level), so that all speeds share one unit")
     seen: set[str] = set()
     for entry in videos:
         if entry.id in seen:
@@ -202,4 +307,6 @@ def load_dataset(path: str | Path) -> Dataset:
         crop=crop,
         heading=(heading[0], heading[1]),
         individual=pose_cfg.get("individual"),
+        parts=_part_names(manifest, pose_cfg),
+        motion=_motion(manifest, raw.get("motion")),
     )

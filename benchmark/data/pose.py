@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ class Pose:
         except ValueError:
             raise DataError(
                 f"{self.path}: body part '{name}' not found; available: {', '.join(self.bodyparts)}; "
-                "use one of these names in dataset.yaml"
+                "use one of these names in dataset.yaml (or map the file's name with pose.rename)"
             ) from None
 
 
@@ -66,8 +66,17 @@ class Pose:
 # reading
 
 
-def read_pose(path: str | Path, individual: str | None = None) -> Pose:
+def read_pose(
+    path: str | Path,
+    individual: str | None = None,
+    rename: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    ignore: Sequence[str] = (),
+) -> Pose:
     """Read a DeepLabCut pose file (CSV or H5, detected from the content, not the extension).
+
+    Body parts are renamed (`rename`: file name -> dataset name), those in `ignore` dropped, and the
+    rest ordered by name, so that two projects that order or name the same parts differently give
+    the same columns.
 
     For multi-animal files `individual` names the animal to read; None takes the first individual
     in the header (the benchmark tracks one mouse per video, so extra individuals are ignored).
@@ -82,9 +91,24 @@ def read_pose(path: str | Path, individual: str | None = None) -> Pose:
         raise DataError(f"{path}: pose file is empty; re-export it from DeepLabCut")
     with path.open("rb") as fh:
         magic = fh.read(len(_HDF5_MAGIC))
-    if magic == _HDF5_MAGIC:
-        return _read_pose_h5(path, individual)
-    return _read_pose_csv(path, individual)
+    pose = _read_pose_h5(path, individual) if magic == _HDF5_MAGIC else _read_pose_csv(path, individual)
+    return by_name(pose, dict(rename), ignore)
+
+
+def by_name(pose: Pose, rename: Mapping[str, str], ignore: Sequence[str]) -> Pose:
+    """`pose` with parts renamed, ignored ones dropped, the rest in name order."""
+    names = [rename.get(part, part) for part in pose.bodyparts]
+    clashes = sorted({n for n in names if names.count(n) > 1 and n not in ignore})
+    if clashes:
+        sources = [part for part, name in zip(pose.bodyparts, names) if name in clashes]
+        raise DataError(f"{pose.path}: body parts {', '.join(sources)} all become '{clashes[0]}'; "
+                        "change pose.rename in dataset.yaml so that each part keeps its own name")
+    keep = sorted((name, k) for k, name in enumerate(names) if name not in set(ignore))
+    if not keep:
+        raise DataError(f"{pose.path}: pose.ignore drops every body part ({', '.join(names)}); keep some")
+    order = [k for _, k in keep]
+    return Pose(path=pose.path, bodyparts=tuple(name for name, _ in keep),
+                xy=pose.xy[:, order, :], likelihood=pose.likelihood[:, order])
 
 
 def dlc_csv_header(path: Path) -> tuple[tuple[str, ...], list[list[str]]]:
@@ -347,7 +371,7 @@ def require_parts(pose: Pose, parts: Sequence[str], setting: str) -> list[int]:
         if name not in pose.bodyparts:
             raise DataError(
                 f"{pose.path}: body part '{name}' not found; available: {', '.join(pose.bodyparts)}; "
-                f"set {setting} in dataset.yaml to some of these"
+                f"set {setting} in dataset.yaml to some of these, or map a file's name onto it with pose.rename"
             )
         indices.append(pose.bodyparts.index(name))
     return indices

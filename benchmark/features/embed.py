@@ -4,6 +4,11 @@ Image backbones: a reader thread decodes and crops frames into batches while the
 the CNN on the previous batch (OpenCV and TensorFlow both release the GIL), so decoding overlaps
 inference. Results stream into a memory-mapped cache file: memory is bounded by the batch size,
 not by the video's length.
+
+The tracker's path (what the `track` backbone embeds, and what crop.mode tracker centres on) is a
+cache entry of its own, recorded in the same decode pass as the crops whenever a crop pass runs
+and the path is wanted, so a video is decoded once for both. A fused backbone embeds each part
+through the cache, then joins them (`backbones/fused.py`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from tqdm.auto import tqdm
 
 from ...core.errors import DataError
 from ...core.hashing import content_hash
-from ..backbones.base import BACKBONES, Backbone, ImageBackbone, PoseBackbone
-from ..data.crops import CropSettings, iter_crops, track_centroids
+from ..backbones import FusedBackbone, part_kinds
+from ..backbones.base import Backbone, ImageBackbone, PoseBackbone, TrackBackbone
+from ..data.crops import BLOB_COLUMNS, TRACKER_VERSION, CropSettings, iter_crops, track_blobs
 from ..data.manifest import Dataset, VideoEntry
-from ..data.pose import centre_track, read_pose
+from ..data.pose import centre_track
 from ..data.video import probe_video
 from .cache import CacheKey, EmbeddingCache
 
@@ -61,13 +67,23 @@ def video_fps(entry: VideoEntry) -> float:
 
 def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings) -> CacheKey:
     """What the embedding of `entry` depends on, and nothing more."""
+    if isinstance(backbone, FusedBackbone):
+        # The parts' own keys (their inputs) plus the fused description (which holds the scaling).
+        return CacheKey(entry.id, {"backbone": backbone.describe(),
+                                   "parts": [cache_key(dataset, entry, part, crop).digest for part in backbone.parts]})
     fields: dict[str, Any] = {"backbone": backbone.describe()}
     if isinstance(backbone, PoseBackbone):
         # The video is not read: a pose-only entry (no video file) has the same key as one with it.
         fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "the pose backbone"))
         fields["individual"] = dataset.individual
+        fields["parts"] = dataset.parts.key()
+        fields["geometry"] = entry.geometry.key()
         # Speeds are per second; the probed rate when the manifest gives none, so a video predicted
         # later (whose entry always carries the probed rate) finds this embedding.
+        fields["fps"] = video_fps(entry)
+    elif isinstance(backbone, TrackBackbone):
+        fields["tracker"] = tracker_key(dataset, entry, backbone.name).digest
+        fields["geometry"] = entry.geometry.key()
         fields["fps"] = video_fps(entry)
     else:
         fields["video_sha256"] = content_hash(_require_video(dataset, entry, backbone.name))
@@ -75,7 +91,16 @@ def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: Cro
         if crop.mode == "pose":
             fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "crop.mode pose"))
             fields["individual"] = dataset.individual
+            fields["parts"] = dataset.parts.key()
     return CacheKey(entry.id, fields)
+
+
+def tracker_key(dataset: Dataset, entry: VideoEntry, needed_by: str = "the tracker") -> CacheKey:
+    """The cache entry of a video's tracker path (`BLOB_COLUMNS` per frame, NaN where nothing was found)."""
+    video = _require_video(dataset, entry, needed_by)
+    return CacheKey(entry.id, {"backbone": {"backbone": "tracker", "version": TRACKER_SETTINGS["tracker"],
+                                            "min_area": TRACKER_SETTINGS["min_area"]},
+                               "video_sha256": content_hash(video)})
 
 
 def require_inputs(
@@ -83,27 +108,34 @@ def require_inputs(
 ) -> None:
     """DataError naming the first listed video (default: all) that `backbone` cannot embed.
 
-    An image backbone needs each video's file (and its pose file with crop.mode pose); the pose
-    backbone needs each pose file. Reads no file: call it before any work, so that a pose-only
-    entry stops a run before other videos or backbones are embedded or searched. `backbone` may
-    be a registered name.
+    An image backbone needs each video's file (and its pose file with crop.mode pose), the track
+    backbone the video, the pose backbone each pose file; a fused one what each part needs. Reads
+    no file: call it before any work, so that a pose-only entry stops a run before other videos or
+    backbones are embedded or searched. `backbone` may be a registered or fused name.
     """
     crop = crop or dataset.crop
     name = backbone if isinstance(backbone, str) else backbone.name
-    kind = BACKBONES.kind_of(backbone) if isinstance(backbone, str) else backbone.kind
+    if isinstance(backbone, str):
+        kinds = part_kinds(name)
+    else:
+        kinds = [part.kind for part in backbone.parts] if isinstance(backbone, FusedBackbone) else [backbone.kind]
     entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
     for entry in entries:
-        if kind == "pose":
-            _require_pose(dataset, entry, "the pose backbone")
-        else:
-            _require_video(dataset, entry, name)
-            if crop.mode == "pose":
-                _require_pose(dataset, entry, "crop.mode pose")
+        for kind in kinds:
+            if kind == "pose":
+                _require_pose(dataset, entry, "the pose backbone")
+            else:
+                _require_video(dataset, entry, name)
+                if kind == "image" and crop.mode == "pose":
+                    _require_pose(dataset, entry, "crop.mode pose")
 
 
 def _require_video(dataset: Dataset, entry: VideoEntry, backbone_name: str) -> Path:
     return _require(dataset, entry, entry.video, "video", f"backbone {backbone_name}",
                     "add video: for it in dataset.yaml, or use the pose backbone (run --backbones pose)")
+
+
+TRACKER_SETTINGS = {"tracker": TRACKER_VERSION, "min_area": 30}  # BlobTracker's defaults, which embedding uses
 
 
 def _require_pose(dataset: Dataset, entry: VideoEntry, needed_by: str) -> Path:
@@ -169,27 +201,27 @@ def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 def _image_frames(
-    dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int, n_frames: int
+    dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int, n_frames: int,
+    blobs: list | None,
 ) -> Iterator[np.ndarray]:
     centres = None
     if crop.mode == "pose":
-        pose = read_pose(_require_pose(dataset, entry, "crop.mode pose"), individual=dataset.individual)
+        pose = dataset.read_pose(entry, _require_pose(dataset, entry, "crop.mode pose"))
         centres = centre_track(pose, crop.centre, crop.min_likelihood)
         if len(centres) != n_frames:
             raise DataError(
                 f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_frames}, "
                 f"pose {len(centres)}; the pose file must have one row per video frame"
             )
-    elif crop.mode == "tracker":
-        centres = track_centroids(entry.video)
-    return iter_crops(entry.video, crop, out_size, centres=centres)
+    return iter_crops(entry.video, crop, out_size, centres=centres, blobs=blobs)
 
 
 def _embed_images(
-    dataset: Dataset, entry: VideoEntry, backbone: ImageBackbone, crop: CropSettings, out: np.ndarray, batch_size: int, bar: Any
+    dataset: Dataset, entry: VideoEntry, backbone: ImageBackbone, crop: CropSettings, out: np.ndarray,
+    batch_size: int, bar: Any, blobs: list | None,
 ) -> None:
     n_frames = len(out)
-    crops = _image_frames(dataset, entry, crop, backbone.input_size, n_frames)
+    crops = _image_frames(dataset, entry, crop, backbone.input_size, n_frames, blobs)
     filled = 0
     for batch in _prefetch(_batches(crops, batch_size, backbone.input_size)):
         if filled + len(batch) > n_frames:
@@ -204,6 +236,37 @@ def _embed_images(
         )
 
 
+def tracked_blobs(dataset: Dataset, entry: VideoEntry, cache: EmbeddingCache, progress: bool = False) -> np.ndarray:
+    """The tracker's path of a video from the cache, or tracked now (one decode) and cached."""
+    key = tracker_key(dataset, entry)
+    cached = cache.load(key, verify=True)
+    if cached is not None:
+        return np.asarray(cached, dtype=np.float64)
+    with cache.claim(key):
+        cached = cache.load(key, verify=True)
+        if cached is not None:
+            return np.asarray(cached, dtype=np.float64)
+        started = time.perf_counter()
+        blobs = track_blobs(entry.video, progress=progress)
+        _save_blobs(cache, key, blobs, started)
+    return blobs
+
+
+def _save_blobs(cache: EmbeddingCache, key: CacheKey, blobs: np.ndarray, started: float) -> None:
+    info: dict[str, Any] = {"columns": list(BLOB_COLUMNS)}
+    with cache.writer(key, blobs.shape, info) as out:
+        out[:] = blobs
+        _timing(info, started, len(blobs), 1)
+
+
+def _wants_track(cache: EmbeddingCache, dataset: Dataset, entry: VideoEntry, crop: CropSettings, also_track: bool) -> bool:
+    """Whether this crop pass should record the tracker's path: crop.mode tracker finds it anyway;
+    otherwise only when asked and not cached yet."""
+    if crop.mode == "tracker":
+        return cache.record(tracker_key(dataset, entry)) is None
+    return also_track and cache.record(tracker_key(dataset, entry)) is None
+
+
 def embed_video(
     dataset: Dataset,
     entry: VideoEntry,
@@ -212,8 +275,13 @@ def embed_video(
     crop: CropSettings | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    also_track: bool = False,
 ) -> EmbedResult:
-    """Embed one video (or load it from the cache)."""
+    """Embed one video (or load it from the cache).
+
+    `also_track`: an image backbone's crop pass also records the tracker's path (for the `track`
+    backbone), so that the video is not decoded a second time for it.
+    """
     crop = crop or dataset.crop
     started = time.perf_counter()
     key = cache_key(dataset, entry, backbone, crop)
@@ -227,17 +295,8 @@ def embed_video(
         if hit is not None:
             return hit
         info: dict[str, Any] = {}
-        if isinstance(backbone, PoseBackbone):
-            pose = read_pose(_require_pose(dataset, entry, "the pose backbone"), individual=dataset.individual)
-            # A pose-only entry (no video file) has as many frames as its pose file has rows.
-            if entry.video is not None and entry.video.exists():
-                n_video = probe_video(entry.video).n_frames
-                if n_video != pose.n_frames:  # labels follow the video: features must too
-                    raise DataError(
-                        f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_video}, pose "
-                        f"{pose.n_frames}; the pose file must have one row per video frame (re-run pose "
-                        "estimation on this exact video)")
-            features = backbone.embed_pose(pose, video_fps(entry))
+        if isinstance(backbone, (PoseBackbone, TrackBackbone)):
+            features = _whole_video_features(dataset, entry, backbone, cache, progress)
             shape = features.shape
             with cache.writer(key, shape, info) as out:
                 out[:] = features
@@ -246,15 +305,37 @@ def embed_video(
             assert isinstance(backbone, ImageBackbone)
             n_frames = probe_video(_require_video(dataset, entry, backbone.name)).n_frames
             shape = (n_frames, backbone.output_dim)
+            blobs: list | None = [] if _wants_track(cache, dataset, entry, crop, also_track) else None
             with cache.writer(key, shape, info) as out, tqdm(
                 total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
             ) as bar:
-                _embed_images(dataset, entry, backbone, crop, out, batch_size, bar)
+                _embed_images(dataset, entry, backbone, crop, out, batch_size, bar, blobs)
                 _timing(info, started, shape[0], batch_size)
+            if blobs:  # recorded in the crop pass: the track backbone will not decode this video again
+                _save_blobs(cache, tracker_key(dataset, entry), np.asarray(blobs, np.float64), started)
     return EmbedResult(
         entry.id, shape[0], shape[1], shape[0], round(time.perf_counter() - started, 4),
         float(info["seconds_per_frame"]), str(cache.array_path(key)),
     )
+
+
+def _whole_video_features(
+    dataset: Dataset, entry: VideoEntry, backbone: PoseBackbone | TrackBackbone, cache: EmbeddingCache, progress: bool
+) -> np.ndarray:
+    """Pose or track features of a whole video (they need neighbouring frames, so no batches)."""
+    if isinstance(backbone, TrackBackbone):
+        blobs = tracked_blobs(dataset, entry, cache, progress)
+        return backbone.embed_track(blobs, video_fps(entry), entry.geometry)
+    pose = dataset.read_pose(entry, _require_pose(dataset, entry, "the pose backbone"))
+    # A pose-only entry (no video file) has as many frames as its pose file has rows.
+    if entry.video is not None and entry.video.exists():
+        n_video = probe_video(entry.video).n_frames
+        if n_video != pose.n_frames:  # labels follow the video: features must too
+            raise DataError(
+                f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_video}, pose "
+                f"{pose.n_frames}; the pose file must have one row per video frame (re-run pose "
+                "estimation on this exact video)")
+    return backbone.embed_pose(pose, video_fps(entry), entry.geometry)
 
 
 def _cached_result(cache: EmbeddingCache, key: CacheKey, entry: VideoEntry, started: float) -> EmbedResult | None:
@@ -291,6 +372,7 @@ def embed_dataset(
     batch_size: int = 32,
     video_ids: list[str] | None = None,
     progress: bool = True,
+    also_track: bool = False,
 ) -> list[EmbedResult]:
     """Embed the listed videos (default: all) and return one result per video.
 
@@ -298,7 +380,56 @@ def embed_dataset(
     """
     entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
     require_inputs(dataset, backbone, [entry.id for entry in entries], crop)
-    return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress) for entry in entries]
+    if isinstance(backbone, FusedBackbone):
+        return _embed_fused(dataset, backbone, cache, crop or dataset.crop, batch_size, entries, progress)
+    return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress, also_track) for entry in entries]
+
+
+def _embed_fused(
+    dataset: Dataset, backbone: FusedBackbone, cache: EmbeddingCache, crop: CropSettings, batch_size: int,
+    entries: list[VideoEntry], progress: bool,
+) -> list[EmbedResult]:
+    """Each part through the cache (image parts first, recording the tracker's path if a part needs
+    it), the scaling fitted on the training videos if the backbone has none, then the join."""
+    started = time.perf_counter()
+    ids = [entry.id for entry in entries]
+    wants_track = any(part.kind == "track" for part in backbone.parts)
+    order = sorted(range(len(backbone.parts)), key=lambda k: backbone.parts[k].kind != "image")
+    parts: dict[int, list[EmbedResult]] = {}
+    for k in order:
+        parts[k] = embed_dataset(dataset, backbone.parts[k], cache, crop, batch_size, ids, progress, wants_track)
+    if backbone.scaling is None:
+        train_ids = [entry.id for entry in dataset.split("train")]
+        if not train_ids:
+            raise DataError(f"{dataset.path}: fused backbone {backbone.name} scales its parts on the training "
+                            "videos, and none is marked split: train; mark the training videos")
+        train = [[np.load(r.path, mmap_mode="r") for r in
+                  embed_dataset(dataset, part, cache, crop, batch_size, train_ids, progress)] for part in backbone.parts]
+        backbone.fit_scaling(train)
+    results = []
+    for i, entry in enumerate(entries):
+        arrays = [np.load(parts[k][i].path, mmap_mode="r") for k in range(len(backbone.parts))]
+        lengths = {part.name: len(a) for part, a in zip(backbone.parts, arrays)}
+        if len(set(lengths.values())) != 1:
+            raise DataError(f"{dataset.path}: video '{entry.id}' has different frame counts per part of "
+                            f"{backbone.name} ({lengths}); its pose file must have one row per video frame")
+        cost = sum(parts[k][i].compute_seconds_per_frame for k in range(len(backbone.parts)))
+        key = cache_key(dataset, entry, backbone, crop)
+        hit = cache.load(key, verify=True)
+        computed = 0
+        if hit is None:
+            shape = (len(arrays[0]), sum(a.shape[1] for a in arrays))
+            info: dict[str, Any] = {}
+            with cache.claim(key), cache.writer(key, shape, info) as out:
+                backbone.join(arrays, out)
+                # The row's cost is its parts' (the join itself is a copy): what a lab pays to embed.
+                info.update(seconds=cost * shape[0], seconds_per_frame=cost, batch_size=batch_size,
+                            frames_per_second=1.0 / max(cost, 1e-12))
+            computed = shape[0]
+            hit = cache.load(key)
+        results.append(EmbedResult(entry.id, hit.shape[0], hit.shape[1], computed,
+                                   round(time.perf_counter() - started, 4), cost, str(cache.array_path(key))))
+    return results
 
 
 def load_embeddings(

@@ -311,6 +311,8 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
         backbone_config=backbone.describe(), crop=dataset.crop, heading=dataset.heading,
         individual=dataset.individual, heads=final.heads, threshold=final.decision.threshold,
         threshold_rule=final.decision.rule, postprocess=final.decision.postprocess, info={},
+        parts=dataset.parts, motion=dataset.motion,
+        backbone_state=backbone.state() if hasattr(backbone, "state") else {},
     )
     scores = _score_test(job, bundle, embedded, y, final.seed_heads)
     run_id = _log_refit(tracker, job, final, bundle, scores, embedded, settings)
