@@ -1,5 +1,6 @@
-"""Synthetic open field: files and formats, determinism, label statistics, and behaviours that
-differ in the pose CSV and in the pixels (measured from the written files, not internal state)."""
+"""Synthetic open field: files and formats, determinism, label statistics, behaviours that differ
+in the pose CSV and in the pixels, and unlabelled distractors (stretches, pauses) that look partly
+like them (measured from the written files, not internal state)."""
 
 from __future__ import annotations
 
@@ -395,3 +396,72 @@ def test_body_blob_is_rounder_when_grooming_or_rearing(pixels: pd.DataFrame) -> 
     assert walking > 2.2
     for behaviour in BEHAVIOURS:
         assert elongation[behaviour] < 0.8 * walking, (behaviour, elongation.to_dict())
+
+
+# ------------------------------------------------------------------ unlabelled distractors
+
+
+def _runs(mask: np.ndarray, least: int) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of True at least `least` frames long."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(a, b) for a, b in zip(starts, stops) if b - a >= least]
+
+
+def _tracked_xy(pose: np.ndarray) -> np.ndarray:
+    """(n, parts, 2) positions, NaN where the likelihood is 0.6 or less."""
+    return np.where(pose[..., 2:] > 0.6, pose[..., :2], np.nan)
+
+
+def test_unlabelled_stretches_shorten_the_body_in_the_open_and_at_walls(videos: list[dict]) -> None:
+    """A short body is not a rear by itself: unlabelled stretches shorten it too, with the forepaws
+    drawn in, both in the open middle and facing walls."""
+    in_open = at_wall = 0
+    tucked, walking_paws = [], []
+    for video in videos:
+        xy, free = _tracked_xy(video["pose"]), video["state"] == 0
+        body = xy[:, PART["snout"]] - xy[:, PART["tailbase"]]
+        length = pd.Series(np.linalg.norm(body, axis=1)).rolling(3, center=True).median().to_numpy()
+        walking = np.nanmedian(length[free])
+        paws = np.linalg.norm(xy[:, PART["leftforepaw"]] - xy[:, PART["rightforepaw"]], axis=1)
+        walking_paws.append(paws[free])
+        open_short = free & (length < 0.8 * walking) & (ARENA.wall_distance(xy[:, PART["midbody"]]) > BODY)
+        for start, stop in _runs(open_short, 3):
+            in_open += 1
+            tucked.append(paws[start:stop])
+        # Facing a wall the body shortens less, in a wall rear as in a stretch (a walking mouse
+        # that merely stops there hunches to about 0.94 of its length).
+        at_the_wall = ARENA.wall_distance(xy[:, PART["snout"]]) < 0.3 * BODY
+        wall_short = free & (length < 0.88 * walking) & at_the_wall
+        at_wall += len(_runs(wall_short, 3))
+    assert in_open >= N_VIDEOS // 2, in_open
+    assert at_wall >= N_VIDEOS // 2, at_wall
+    assert np.nanmean(np.concatenate(tucked)) < 0.8 * np.nanmedian(np.concatenate(walking_paws))
+
+
+def test_unlabelled_pauses_are_still_without_grooming_strokes(videos: list[dict]) -> None:
+    """Stillness is not grooming: the videos have unlabelled stops of 2 s or more (midbody within
+    0.05 body lengths, heading steady), and in them the forepaws do not stroke as in grooming."""
+    window = 2 * FPS
+    videos_with_pauses, pause_paws, grooming_paws = 0, [], []
+    for video in videos:
+        xy, free = _tracked_xy(video["pose"]), video["state"] == 0
+        body = xy[:, PART["snout"]] - xy[:, PART["tailbase"]]
+        heading = np.arctan2(body[:, 1], body[:, 0])
+        still = np.zeros(len(xy), dtype=bool)
+        for start in np.flatnonzero(free[: len(xy) - window + 1]):
+            span = slice(start, start + window)
+            midbody, turn = xy[span, PART["midbody"]], heading[span][np.isfinite(heading[span])]
+            if not free[span].all() or np.isnan(midbody[:, 0]).sum() > 3 or len(turn) < window - 3:
+                continue
+            spread = np.nanmax(np.linalg.norm(midbody - np.nanmedian(midbody, axis=0), axis=1))
+            still[span] |= spread < 0.05 * BODY and np.ptp(np.unwrap(turn)) < 0.3
+        videos_with_pauses += bool(_runs(still, window))
+        # Forepaw movement relative to the midbody, per frame: grooming strokes, pauses do not.
+        paws = xy[:, [PART["leftforepaw"], PART["rightforepaw"]]] - xy[:, [PART["midbody"]]]
+        step = np.concatenate([[np.nan], np.linalg.norm(np.diff(paws, axis=0), axis=2).mean(axis=1)])
+        pause_paws.append(step[still])
+        grooming_paws.append(step[video["state"] == STATES.index("grooming")])
+    # Pauses last 1-4 s and each video has a few; allow one video whose pauses all fell short.
+    assert videos_with_pauses >= N_VIDEOS - 1, videos_with_pauses
+    assert np.nanmean(np.concatenate(pause_paws)) < 0.7 * np.nanmean(np.concatenate(grooming_paws))

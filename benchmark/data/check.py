@@ -226,7 +226,7 @@ def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
     pose_only = [entry.id for entry in dataset.pose_only]
     if pose_only:
         report.notes.append(
-            f"pose-only (no video file): {', '.join(pose_only)}; only the pose backbone can embed "
+            f"pose-only (no video file): {', '.join(pose_only)}; only the pose backbones (pose, pose_v1) can embed "
             f"{'these' if len(pose_only) > 1 else 'it'} (--backbones pose)"
         )
     return report

@@ -119,7 +119,7 @@ class Dataset:
 
     @property
     def pose_only(self) -> tuple[VideoEntry, ...]:
-        """The entries without a video file (only the pose backbone can embed them)."""
+        """The entries without a video file (only the pose backbones can embed them)."""
         return tuple(entry for entry in self.videos if entry.video is None)
 
 

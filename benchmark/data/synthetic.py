@@ -6,6 +6,13 @@ and the walks between them are then laid out to bring the mouse where the next b
 open middle, or a wall it faces). Behaviours differ in posture, paw placement and motion, both in
 the pixels and in the pose, never in a colour code: a model has to learn them.
 
+Unlabelled distractors are planned among the bouts, so that no single-frame cue gives a behaviour
+away: stretches (the mouse stops, shortens, lifts its head forward-up and draws its forepaws in
+under the chest, like the onset of a rear, but comes down again with the forepaws on the floor;
+in the open middle and facing walls), still pauses of 1-4 s (no paw or head strokes, sometimes
+crouched, sometimes at a wall) and stops at a wall without rearing. All labels are 0 during them;
+what tells them from the behaviours is how the posture goes on over time.
+
 Everything is drawn from `np.random.default_rng([seed, video_index])`, so one seed always gives
 the same files.
 """
@@ -67,6 +74,20 @@ _MAX_SPEED = 3.0  # body lengths/s: a brisk run
 _WAYPOINT_MARGIN = 0.65  # body lengths between the walls and the points a walk heads for
 _PATH_MARGIN = 0.52  # body lengths between the walls and the walking path (half a body + a bit)
 _WALL_VISIT_CHANCE = 0.35  # long walks that stop at a wall on the way, without rearing
+
+# Unlabelled distractors. Without them every stop would be a behaviour and every short body a rear,
+# so one frame's posture and speed would all but decide the labels; with them it takes the time
+# course (does the body go on rising? do the paws stroke?). Shares are of a video's frames, about
+# a third to a half of one behaviour's (_RATE_RANGE), so the labelled rates stay as they were.
+_STRETCH_SHARE = (0.03, 0.05)  # stretches: a rear's onset that goes no further
+_STRETCH_SECONDS = (0.7, 2.0)  # about as long as the shorter rears, so length alone does not tell
+_STRETCH_DEPTH = (0.35, 0.7)  # share of a rear's posture change reached: its onset, never the rear
+_STRETCH_AT_WALL_CHANCE = 0.5  # half of them face a wall, like the onset of a wall rear
+_PAUSE_SHARE = (0.04, 0.07)  # still pauses: a still (even crouched) mouse is not a grooming one
+_PAUSE_SECONDS = (1.0, 4.0)
+_PAUSE_AT_WALL_CHANCE = 0.35  # the rest pause anywhere, near walls included
+_MIN_STEP_SECONDS = 1.5  # the walk before a distractor: a few steps on, no crossing needed
+_DISTRACTORS = ("stretch", "pause")  # segment kinds that are never labelled
 
 _BODY_FRACTION = 0.16  # walking snout-tailbase length as a share of the frame side
 _CROP_BODY_LENGTHS = 2.2
@@ -150,6 +171,8 @@ class MouseState:
     paw_back: float = 0.0  # raised forepaws: distance behind the snout
     paw_spread: float = 0.0  # raised forepaws: half distance between them
     paw_stroke: float = 0.0  # raised forepaws: fore/aft stroke, left paw + and right paw -
+    paw_tuck: float = 0.0  # forepaws on the floor drawn in under the chest: 0 beside it, 1 near the midline
+    paw_step: float = 0.0  # forepaws on the floor stepped forward from beside the shoulders (px)
     tail_bend: float = 0.0  # overall tail curvature
 
 
@@ -184,13 +207,15 @@ def _skeleton(st: dict[str, np.ndarray], body_length: float) -> dict[str, np.nda
     half_width = col(st["width"] * st["scale"])
     swing = col(st["gait"] * np.sin(st["stride"]))
 
-    # Forepaws: beside the shoulders while walking, held at the head while rearing or grooming.
-    floor_fore = centre + col(0.55 * st["front"]) * u
+    # Forepaws: beside the shoulders while walking (drawn in under the chest or stepped forward
+    # in a stretch or a crouch), held at the head while rearing or grooming.
+    floor_fore = centre + col(0.55 * st["front"] + st["paw_step"]) * u
+    floor_lat = (half_width + 0.01 * L) * (1.0 - 0.65 * col(np.clip(st["paw_tuck"], 0.0, 1.0)))
     raised = snout - col(st["paw_back"]) * uh
     raise_w = col(np.clip(st["paw_raise"], 0.0, 1.0))
     fore = []
     for sign in (1.0, -1.0):  # left, right
-        walking = floor_fore + sign * (half_width + 0.01 * L) * n + sign * swing * u
+        walking = floor_fore + sign * floor_lat * n + sign * swing * u
         held = raised + sign * col(st["paw_spread"]) * nh + sign * col(st["paw_stroke"]) * uh
         fore.append((1 - raise_w) * walking + raise_w * held)
     floor_hind = centre - col(0.55 * st["back"]) * u
@@ -262,7 +287,7 @@ def _angle_diff(a: float, b: float) -> float:
 
 @dataclass(frozen=True)
 class _Segment:
-    kind: str  # "walk" or a behaviour
+    kind: str  # "walk", a behaviour (labelled) or a distractor (never labelled)
     length: int
 
 
@@ -279,16 +304,37 @@ def _bout_lengths(rng: np.random.Generator, behaviour: str, n_frames: int, fps: 
     return [int(v) for v in np.round(np.clip(lengths, shortest, longest))]
 
 
+def _distractor_lengths(rng: np.random.Generator, kind: str, n_frames: int, fps: int) -> list[int]:
+    """Lengths of one video's unlabelled distractors of one kind, filling about their share."""
+    share, seconds = {
+        "stretch": (_STRETCH_SHARE, _STRETCH_SECONDS),
+        "pause": (_PAUSE_SHARE, _PAUSE_SECONDS),
+    }[kind]
+    count = round(rng.uniform(*share) * n_frames / (np.mean(seconds) * fps))
+    return [int(round(rng.uniform(*seconds) * fps)) for _ in range(count)]
+
+
 def _plan_schedule(rng: np.random.Generator, n_frames: int, fps: int) -> list[_Segment]:
-    """Walks and bouts covering exactly n_frames; every behaviour gets at least one bout."""
+    """Walks, bouts and distractors covering exactly n_frames; every behaviour gets at least one bout.
+
+    A walk of at least `_MIN_WALK_SECONDS` leads to each bout (and ends the video); a shorter one
+    of `_MIN_STEP_SECONDS` is enough before a distractor.
+    """
     lengths = {b: _bout_lengths(rng, b, n_frames, fps) for b in BEHAVIOURS}
+    extras = {k: _distractor_lengths(rng, k, n_frames, fps) for k in _DISTRACTORS}
     min_walk = round(_MIN_WALK_SECONDS * fps)
+    min_step = round(_MIN_STEP_SECONDS * fps)
 
     def room() -> int:
         n_bouts = sum(len(v) for v in lengths.values())
-        return n_frames - sum(sum(v) for v in lengths.values()) - min_walk * (n_bouts + 1)
+        n_extras = sum(len(v) for v in extras.values())
+        used = sum(sum(v) for v in lengths.values()) + sum(sum(v) for v in extras.values())
+        return n_frames - used - min_walk * (n_bouts + 1) - min_step * n_extras
 
-    # Too full: drop bouts of the most frequent behaviour, never its last one; then shorten.
+    # Too full: drop distractors first (the most frequent kind), then bouts of the most frequent
+    # behaviour, never its last one; then shorten.
+    while room() < 0 and any(extras.values()):
+        extras[max(_DISTRACTORS, key=lambda k: len(extras[k]))].pop()
     while room() < 0 and max(len(v) for v in lengths.values()) > 1:
         most = max(BEHAVIOURS, key=lambda b: len(lengths[b]))
         lengths[most].pop()
@@ -300,15 +346,18 @@ def _plan_schedule(rng: np.random.Generator, n_frames: int, fps: int) -> list[_S
         lengths[longest][0] -= cut
 
     bouts = [(b, n) for b in BEHAVIOURS for n in lengths[b]]
+    bouts += [(k, n) for k in _DISTRACTORS for n in extras[k]]
     bouts = [bouts[i] for i in rng.permutation(len(bouts))]
+    # walks[i] leads to bout i; the last one ends the video.
+    shortest = np.array([min_walk if kind in BEHAVIOURS else min_step for kind, _ in bouts] + [min_walk])
     share = rng.dirichlet(np.full(len(bouts) + 1, 1.5)) * room()
-    walks = min_walk + np.floor(share).astype(int)
+    walks = shortest + np.floor(share).astype(int)
     walks[-1] += n_frames - sum(n for _, n in bouts) - int(walks.sum())
 
-    schedule = [_Segment("walk", int(walks[0]))]
-    for (behaviour, n), walk in zip(bouts, walks[1:]):
-        schedule += [_Segment(behaviour, n), _Segment("walk", int(walk))]
-    return schedule
+    schedule = []
+    for (kind, n), walk in zip(bouts, walks):
+        schedule += [_Segment("walk", int(walk)), _Segment(kind, n)]
+    return schedule + [_Segment("walk", int(walks[-1]))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,12 +395,18 @@ def _choose_goal(
 ) -> _Goal:
     """The place the next bout (or a wall visit) needs: the open middle, a wall, or anywhere.
 
-    Goals lie within `reach` px where the arena allows, so a short walk never turns into a sprint.
+    Stretches go to the open middle or face a wall, as rears do; pauses happen anywhere, facing a
+    wall now and then. Goals lie within `reach` px where the arena allows, so a short walk never
+    turns into a sprint.
     """
+    at_wall = {"stretch": _STRETCH_AT_WALL_CHANCE, "pause": _PAUSE_AT_WALL_CHANCE}.get(next_kind)
+    if at_wall is not None and rng.random() < at_wall:
+        next_kind = "wall_visit"
     if next_kind in ("wall_rearing", "wall_visit"):
         return _wall_goal(rng, arena, L, position, reach)
-    # Mid rearing happens away from the walls: at least ~a body length from every side.
-    margin = 1.2 * L if next_kind == "mid_rearing" else _WAYPOINT_MARGIN * L
+    # Mid rearing (and a stretch in the open) happens away from the walls: at least ~a body
+    # length from every side.
+    margin = 1.2 * L if next_kind in ("mid_rearing", "stretch") else _WAYPOINT_MARGIN * L
     lo, hi = arena.inset(margin)
     candidates = rng.uniform(lo, hi, (8, 2))
     near = candidates[np.linalg.norm(candidates - position, axis=1) <= reach]
@@ -689,12 +744,7 @@ def _wall_rear(
     w = _envelope(n, min(max(1, round(0.4 * fps)), max(1, n // 4)))
     u = np.array([math.cos(start.heading), math.sin(start.heading)])
     snout0 = np.array([start.x, start.y]) + start.front * u
-    # Distance along the heading from the snout to the floor edge (ray against the arena box).
-    reach = min(
-        ((arena.floor_hi if u[a] > 0 else arena.floor_lo) - snout0[a]) / u[a]
-        for a in (0, 1)
-        if abs(u[a]) > 1e-6
-    )
+    reach = _reach(arena, snout0, u)
     overhang = rng.uniform(0.03, 0.1) * L  # the raised head reaches over the edge in projection
     bob = 0.015 * L * _smooth_noise(rng, n, 0.4 * fps)
     front = _lerp(start.front, rng.uniform(0.28, 0.34) * L, w)
@@ -718,6 +768,98 @@ def _wall_rear(
             paw_raise=float(w[i]),
             paw_back=0.04 * L,
             paw_spread=0.12 * L,
+            tail_bend=start.tail_bend,
+        )
+        for i in range(n)
+    ]
+
+
+def _reach(arena: ArenaGeometry, point: np.ndarray, u: np.ndarray) -> float:
+    """Distance from `point` along the unit vector `u` to the floor edge (ray against the arena box)."""
+    return min(
+        ((arena.floor_hi if u[a] > 0 else arena.floor_lo) - point[a]) / u[a]
+        for a in (0, 1)
+        if abs(u[a]) > 1e-6
+    )
+
+
+def _stretch(
+    rng: np.random.Generator, arena: ArenaGeometry, start: MouseState, n: int, fps: int, L: float
+) -> list[MouseState]:
+    """Unlabelled: stop, lift the head forward-up and draw the forepaws in, then come down again.
+
+    The posture heads for the rear of the place (a mid rear in the open, a wall rear facing a
+    wall) but gets only `_STRETCH_DEPTH` of the way, and the forepaws stay on the floor, drawn in
+    under the chest instead of rising to the head. Its peak looks like a rear's onset; only what
+    follows (rising on, or coming down) tells them apart. In the open the tailbase stays planted,
+    as in a mid rear; facing a wall the snout reaches towards it, but never over the edge.
+    """
+    w = _envelope(n, min(max(1, round(0.4 * fps)), max(1, n // 3)))
+    u = np.array([math.cos(start.heading), math.sin(start.heading)])
+    centre0 = np.array([start.x, start.y])
+    reach = _reach(arena, centre0 + start.front * u, u)
+    at_wall = reach < 0.35 * L  # the walk brings the snout ~0.1 L short of the wall it faces
+    # (front, back, width, head_len, scale) of the full rear of that place, in L (scale as is).
+    rear = (0.31, 0.42, 0.23, 0.16, 1.06) if at_wall else (0.20, 0.36, 0.26, 0.12, 1.13)
+    d = rng.uniform(*_STRETCH_DEPTH) * w
+    front = _lerp(start.front, rear[0] * L, d)
+    back = _lerp(start.back, rear[1] * L, d)
+    if at_wall:  # the hind paws step in behind the stretching head
+        snout = centre0 + start.front * u + (max(reach, 0.0) * d)[:, None] * u
+        centre = snout - front[:, None] * u
+    else:
+        centre = (centre0 - start.back * u) + back[:, None] * u
+    # Forepaws on the floor: in the open drawn in under the chest, towards where a mid rear holds
+    # them; at a wall stepped forward under the head, towards where a wall rear puts them.
+    tuck = rng.uniform(0.1, 0.4) if at_wall else rng.uniform(0.5, 0.9)
+    step = np.maximum(0.0, front - 0.06 * L - 0.55 * front) * d if at_wall else np.zeros(n)
+    sniff = 0.25 * _smooth_noise(rng, n, 0.6 * fps)  # slow head turns, no strokes
+    return [
+        MouseState(
+            x=float(centre[i, 0]),
+            y=float(centre[i, 1]),
+            heading=start.heading,
+            front=float(front[i]),
+            back=float(back[i]),
+            width=float(_lerp(start.width, rear[2] * L, d[i])),
+            head_len=float(_lerp(start.head_len, rear[3] * L, d[i])),
+            scale=float(_lerp(1.0, rear[4], d[i])),
+            head_yaw=float(_lerp(start.head_yaw, sniff[i], w[i])),
+            stride=start.stride,
+            paw_tuck=float(tuck * w[i]),
+            paw_step=float(step[i]),
+            tail_bend=start.tail_bend,
+        )
+        for i in range(n)
+    ]
+
+
+def _pause(rng: np.random.Generator, start: MouseState, n: int, fps: int, L: float) -> list[MouseState]:
+    """Unlabelled: stand still, with small slow jitter only; some pauses crouch, body contracted.
+
+    No paw or head strokes: a still, even a short and crouched, mouse is not a grooming one.
+    """
+    w = _envelope(n, min(max(1, round(0.5 * fps)), max(1, n // 4)))
+    crouch = rng.uniform(0.0, 1.0)
+    front = _lerp(start.front, (0.46 - 0.14 * crouch) * L, w)
+    back = _lerp(start.back, (0.47 - 0.07 * crouch) * L, w)
+    tuck = crouch * rng.uniform(0.5, 0.9)
+    jitter = 0.006 * L * np.stack([_smooth_noise(rng, n, 0.3 * fps) for _ in range(2)], axis=1)
+    heading = start.heading + 0.03 * w * _smooth_noise(rng, n, 2.0 * fps)
+    look = 0.2 * _smooth_noise(rng, n, 1.5 * fps)  # slow look around, no oscillation
+    return [
+        MouseState(
+            x=start.x + float(jitter[i, 0]),
+            y=start.y + float(jitter[i, 1]),
+            heading=float(heading[i]),
+            front=float(front[i]),
+            back=float(back[i]),
+            width=float(_lerp(start.width, (0.20 + 0.05 * crouch) * L, w[i])),
+            head_len=float(_lerp(start.head_len, (0.20 - 0.03 * crouch) * L, w[i])),
+            scale=1.0,
+            head_yaw=float(_lerp(start.head_yaw, look[i], w[i])),
+            stride=start.stride,
+            paw_tuck=float(tuck * w[i]),
             tail_bend=start.tail_bend,
         )
         for i in range(n)
@@ -757,6 +899,10 @@ def _simulate(
                 goal = _choose_goal(rng, arena, L, kind, np.array([state.x, state.y]), reach)
                 chunk += _walk(rng, arena, state, length, goal, fps, L)
                 state = chunk[-1]
+        elif segment.kind == "stretch":
+            chunk = _stretch(rng, arena, state, segment.length, fps, L)
+        elif segment.kind == "pause":
+            chunk = _pause(rng, state, segment.length, fps, L)
         else:
             labels[len(states) : len(states) + segment.length, BEHAVIOURS.index(segment.kind)] = 1
             if segment.kind == "grooming":
@@ -782,24 +928,29 @@ def _observe_pose(
     rng: np.random.Generator,
     true_points: np.ndarray,
     labels: np.ndarray,
-    paw_raise: np.ndarray,
+    paw_hidden: np.ndarray,
     fps: int,
     L: float,
     size: int,
 ) -> np.ndarray:
-    """(n, parts, 3) x, y, likelihood: true positions with jitter, plus short failure runs."""
+    """(n, parts, 3) x, y, likelihood: true positions with jitter, plus short failure runs.
+
+    `paw_hidden` (0..1 per frame) is how far the forepaws are raised to the head or tucked under
+    the chest: hidden from the camera, either way.
+    """
     n, n_parts, _ = true_points.shape
     sigma = np.full(n_parts, 0.012 * L)
     sigma[_FOREPAWS + _HINDPAWS] = 0.02 * L
     xy = true_points + rng.normal(0.0, 1.0, true_points.shape) * sigma[None, :, None]
     uncertainty = rng.beta(1.5, 40.0, (n, n_parts))
-    uncertainty[:, _FOREPAWS] *= 1 + 1.5 * paw_raise[:, None]  # held-up paws are harder to see
+    uncertainty[:, _FOREPAWS] *= 1 + 1.5 * paw_hidden[:, None]  # held-up or tucked paws are harder to see
     likelihood = np.clip(1.0 - uncertainty, 0.6, 0.9999)
 
-    # Paws are occluded or confused while the mouse rears or grooms (the typical DLC failure).
+    # Paws are occluded or confused while the mouse rears or grooms, or tucks them under the chest
+    # (the typical DLC failure).
     hazard = np.tile(_DROPOUT_PER_SECOND / fps, (n, 1))
     rearing = labels[:, BEHAVIOURS.index("mid_rearing")] | labels[:, BEHAVIOURS.index("wall_rearing")]
-    hazard[:, _FOREPAWS] *= 1 + 3 * (paw_raise > 0.5)[:, None]
+    hazard[:, _FOREPAWS] *= 1 + 3 * (paw_hidden > 0.5)[:, None]
     hazard[:, _HINDPAWS] *= 1 + 2 * rearing[:, None]
     for part in range(n_parts):
         for start in np.flatnonzero(rng.random(n) < hazard[:, part]):
@@ -1042,7 +1193,8 @@ def _make_video(out: Path, video_id: str, seed: int, index: int, n_frames: int, 
     states, labels = _simulate(rng, arena, n_frames, fps, L)
     st = _stack_states(states)
     sk = _skeleton(st, L)
-    pose = _observe_pose(rng, _keypoints(sk), labels, st["paw_raise"], fps, L, size)
+    paw_hidden = np.maximum(np.clip(st["paw_raise"], 0.0, 1.0), np.clip(st["paw_tuck"], 0.0, 1.0))
+    pose = _observe_pose(rng, _keypoints(sk), labels, paw_hidden, fps, L, size)
     _write_video(out / "videos" / f"{video_id}.mp4", _frames(rng, arena, look, st, sk, L), fps, size)
     _write_pose_csv(out / "poses" / f"{video_id}.csv", pose)
     _write_labels_csv(out / "labels" / f"{video_id}.csv", labels)
