@@ -21,6 +21,7 @@ from ...core.errors import ConfigError
 
 DEFAULT_WINDOWS = (0.2, 0.5, 1.0, 2.0)  # seconds: sub-second twitches up to a freezing bout's onset
 STATS = ("mean", "std", "min", "max")
+ARENA_MODES = ("auto", "none")  # auto: the manifest's arena, else estimated from the track
 # Immobility: moving less than this many body lengths per second, measured between the mean
 # positions of the two halves of IMMOBILE_SPAN seconds around a frame, so that tracking jitter
 # (a pixel or so per frame) averages out. About 1 cm/s for a 10 cm mouse, the order of the speed

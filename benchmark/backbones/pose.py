@@ -7,7 +7,7 @@ heading frame and measured in body lengths (the video's median back-to-front dis
 Body parts are matched by name (the reader orders them by name), never by column position.
 
 `pose` (features v2) adds movement over time, which is what freezing, grooming and rearing are
-made of (see `FEATURE_GROUPS` and `motion.py`); `pose_v1` keeps the one-frame features for
+made of (see `PoseFeatures.groups` and `motion.py`); `pose_v1` keeps the one-frame features for
 comparison. v1, per frame, for P body parts and S segments (see `SEGMENTS`), in this order:
 
 * 2P  positions of each part relative to the centre, in the heading frame (forward, lateral);
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import BACKBONES, PoseBackbone
-from .motion import DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, backward_step, speed_signals, window_stats
+from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, backward_step, speed_signals, window_stats
 from ..data.manifest import VideoGeometry
 from ..data.pose import Pose, clean_pose, require_parts, require_tracked
 from ...core.errors import ConfigError, DataError
@@ -38,7 +38,6 @@ from ...core.errors import ConfigError, DataError
 V1_VERSION = "pose-features-v1"  # bump whenever a feature's definition changes
 V2_VERSION = "pose-features-v2"
 CLIP = 10.0
-ARENA_MODES = ("auto", "none")  # auto: the manifest's arena, else estimated from the track
 
 # Named segments whose direction relative to the heading carries posture (head turn, body bend).
 # Each end is one part or the mean of several; a segment is used when all its parts exist.
@@ -227,7 +226,7 @@ class PoseFeaturesV1(_PoseBackboneBase):
 class PoseFeatures(_PoseBackboneBase):
     """Pose features v2: posture, movement over several time scales, place in the arena.
 
-    Per frame, in this order (P body parts, S segments, W windows; see `FEATURE_GROUPS`):
+    Per frame, in this order (P body parts, S segments, W windows; see `groups`):
     posture (2P positions + P(P-1)/2 distances + 2S segment angles), motion signals (speed,
     acceleration, immobility of each part and of the centre, turning and elongation: 3(P+1) + 2),
     their window statistics (mean, std, min, max over each window: 4W x that), arena (4 when the

@@ -27,7 +27,7 @@ from ...core.errors import ConfigError, DataError
 from ..data.crops import BLOB_COLUMNS
 from ..data.manifest import VideoGeometry
 from .base import BACKBONES, TrackBackbone
-from .motion import DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, speed_signals, window_stats
+from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, speed_signals, window_stats
 
 TRACK_VERSION = "track-features-v1"
 CLIP = 10.0
@@ -44,8 +44,8 @@ class TrackFeatures(TrackBackbone):
         if weights is not None and str(weights).lower() != "none":
             raise ConfigError(f"backbone 'track' got weights={weights!r}; track features have no weights, "
                               "leave weights unset or 'none'")
-        if arena not in ("auto", "none"):
-            raise ConfigError(f"track arena is {arena!r}; use auto or none")
+        if arena not in ARENA_MODES:
+            raise ConfigError(f"track arena is {arena!r}; use one of {', '.join(ARENA_MODES)}")
         self.motion = MotionSettings(tuple(windows), causal)
         self.arena = arena
         self.output_dim = sum(self.groups().values())

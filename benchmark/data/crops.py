@@ -243,10 +243,6 @@ class BlobTracker:
         self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         self.min_contrast = 20  # grey levels; below this a difference is lighting flicker or codec noise
 
-    def settings(self) -> dict[str, object]:
-        """What changes the tracker's output, for cache keys."""
-        return {"tracker": TRACKER_VERSION, "min_area": self.min_area}
-
     def detect(self, frame: np.ndarray, rgb: bool = False) -> tuple[float, ...]:
         """One BGR (RGB with `rgb`, or grey) frame -> the blob's `BLOB_COLUMNS` values (NaNs when none)."""
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if rgb and frame.ndim == 3 else _grey(frame)
