@@ -256,7 +256,7 @@ def test_dlc_missing_body_part(dataset, cli, tmp_path, assert_workdir_consistent
     pose.write_text("\n".join(_dlc_lines(parts, _moving)) + "\n")
     workdir = tmp_path / "work"
     argv = check_argv(dataset) if command == "check" else run_argv(dataset, workdir)
-    assert_one_error(*cli(*argv), pose, *fragments, "available: " + ", ".join(parts))
+    assert_one_error(*cli(*argv), pose, *fragments, "available: " + ", ".join(sorted(parts)))
     assert_workdir_consistent(workdir)
 
 
