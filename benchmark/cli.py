@@ -8,10 +8,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import MbrError
+from ..core.errors import ConfigError, MbrError
+from ..core.stores import MLFLOW_DB, redact, sqlite_url
 from .options import DEFAULT_FINAL, DEFAULT_PROTOCOL, FINAL_KINDS, PROTOCOLS, SAMPLERS
 from .workers import HEARTBEAT_SECONDS
 
@@ -20,6 +22,18 @@ DEFAULT_WORKDIR = "mbr-work"
 
 def _workdir(args: argparse.Namespace) -> Path:
     return Path(args.workdir or os.environ.get("MBR_BENCH_WORKDIR") or DEFAULT_WORKDIR)
+
+
+def _existing_store(args: argparse.Namespace) -> str:
+    """The tracking URI of a command that reads results: a mistyped --workdir is an error, not a new empty store."""
+    if args.tracking_uri:
+        return args.tracking_uri
+    workdir = _workdir(args)
+    store = workdir / MLFLOW_DB
+    if not store.is_file():
+        problem = "no such work directory" if not workdir.is_dir() else f"no {MLFLOW_DB} here: nothing was run in it"
+        raise ConfigError(f"{workdir}: {problem}; pass the --workdir that `mbr-bench run` used, or --tracking-uri")
+    return sqlite_url(store)
 
 
 # ---------------------------------------------------------------------------------------- synth
@@ -171,8 +185,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     parse_threshold_rule(args.threshold)  # a typo fails now, not after the first refit
     workdir = _workdir(args)
+    tracking_uri = _existing_store(args)
     board = build_leaderboard(LeaderboardOptions(
-        study=args.study, workdir=workdir, tracking_uri=args.tracking_uri, out_dir=args.out,
+        study=args.study, workdir=workdir, tracking_uri=tracking_uri, out_dir=args.out,
         refit=not args.no_refit, register=not args.no_register, progress=not args.no_progress,
         refit_settings=RefitSettings(threshold_rule=args.threshold, seed=args.seed, dataset=args.dataset,
                                      progress=not args.no_progress and sys.stderr.isatty(), final=args.final,
@@ -219,17 +234,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    from ..tracking.queries import ui_command
+    from ..tracking.serve import check_port_free, supervise
 
-    from ..tracking.queries import default_tracking_uri, ui_command
-
-    uri = args.tracking_uri or default_tracking_uri(_workdir(args))
-    command = ui_command(uri, host=args.host, port=args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
-    try:
-        return subprocess.call(command)
-    except FileNotFoundError:
-        raise MbrError(f"{command[0]}: the mlflow command is not installed here; reinstall mbr-bench (make setup)") from None
+    uri = _existing_store(args)
+    check_port_free(args.host, args.port)  # MLflow itself logs a taken port and exits 0
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {redact(uri)}); Ctrl-C stops it", file=sys.stderr)
+    return supervise(ui_command(uri, host=args.host, port=args.port))
 
 
 # ---------------------------------------------------------------------------------------- serve
@@ -483,8 +494,15 @@ def _add_backbones(commands: Commands) -> None:
     backbones.set_defaults(func=cmd_backbones)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake (`--timeout abc`, a missing option) is one line, like every other error, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mbr-bench",
         description="Benchmark mouse behaviour recognition models (backbone x temporal head) on annotated videos.",
     )
@@ -502,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MbrError as error:
-        print(f"mbr-bench: error: {error}", file=sys.stderr)
+        print(redact(f"mbr-bench: error: {error}"), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("mbr-bench: interrupted; finished cache entries are kept, the unfinished one was discarded",

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import TextIO
 
+from ..core.stores import redact
+
 
 class SearchProgress:
     def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
@@ -27,7 +29,7 @@ class SearchProgress:
     def _emit(self, text: str, final: bool) -> None:
         if not self.enabled:
             return
-        line = f"[{self._elapsed()}] {self.prefix}{text}"
+        line = redact(f"[{self._elapsed()}] {self.prefix}{text}")  # storage URLs reach every worker's log
         if self.live:
             self.stream.write("\r\033[K" + line + ("\n" if final else ""))
             self._dirty = not final
@@ -46,7 +48,7 @@ class SearchProgress:
         if self.enabled:
             self._emit(f"warning: {text}", final=True)
         else:
-            self.stream.write(f"warning: {text}\n")
+            self.stream.write(redact(f"warning: {text}") + "\n")
             self.stream.flush()
 
     def epoch(self, trial: int, fold: int, n_folds: int, epoch: int, logs: dict) -> None:

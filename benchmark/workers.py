@@ -14,7 +14,6 @@ module adds what a lab needs on top of it:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import time
@@ -27,7 +26,7 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.files import exclusive_lock
 from ..core.process import process_alive, process_identity
-from ..core.stores import sqlite_path
+from ..core.stores import setup_lock, sqlite_path
 from ..tracking.schema import TAG_PROCESS as ATTR_PROCESS  # also a trial user attribute
 
 HEARTBEAT_SECONDS = 30
@@ -58,10 +57,9 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
     if database is not None and not database.parent.is_dir():
         raise ConfigError(f"--storage {url}: cannot open the Optuna storage (folder {database.parent} does not "
                           "exist); create it, or leave --storage out to use WORKDIR/optuna.db")
-    # Workers starting together on one machine must not create a new SQLite database's tables at once.
-    setup = exclusive_lock(_lock_file(database)) if database is not None else contextlib.nullcontext()
     try:
-        with setup, warnings.catch_warnings():
+        # Workers starting together (one machine or many) must not create a new database's tables at once.
+        with setup_lock(url), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,

@@ -6,10 +6,17 @@ the workers' locks, the tracker and the server.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from .files import exclusive_lock
 
 OPTUNA_DB, MLFLOW_DB = "optuna.db", "mlflow.db"
+# The advisory-lock key for creating a PostgreSQL store's tables (advisory keys are per database).
+_SETUP_LOCK_KEY = 0x6D62722D73657475  # "mbr-setu"
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -50,15 +57,43 @@ def default_artifact_root(tracking_uri: str) -> str | None:
     return None if db is None else str(db.parent / "mlartifacts")
 
 
-def redact(uri: str) -> str:
-    """`uri` with its password replaced by ``***``, for messages and logs."""
+# scheme://user:password@host: the password runs up to the last "@" before the host, so that a
+# password holding "@" or ":" is hidden whole.
+_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s]*@(?=[^@\s/]*(?:[/?#\s]|$))")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ``***``: the one helper for messages and logs."""
+    return _CREDENTIALS.sub(lambda match: f"{match['head']}***@", text)
+
+
+@contextlib.contextmanager
+def setup_lock(url: str) -> Iterator[None]:
+    """Hold while a store's tables are created or migrated, so workers that start together wait for the first.
+
+    A file lock beside a SQLite file (one machine); a PostgreSQL session advisory lock (any number of
+    machines; the server drops it if the holder dies). Other databases: no lock.
+    """
+    database = sqlite_path(url)
+    if database is not None:
+        with exclusive_lock(database.with_name(database.name + ".lock")):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
     try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return uri
-    if not password:
-        return uri
-    user_info, _, host = parts.netloc.rpartition("@")
-    user = user_info.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK_KEY})
+                connection.commit()
+    finally:
+        engine.dispose()

@@ -21,6 +21,7 @@ import yaml
 # Importing the data package sets OPENCV_FFMPEG_LOGLEVEL before any test writes or opens a video.
 import mbr_bench.benchmark.data.video  # noqa: F401
 from mbr_bench.benchmark.cli import main
+from mbr_bench.core.stores import redact
 
 N_FRAMES = 60
 BEHAVIOUR = "rearing"
@@ -529,7 +530,7 @@ def engines(monkeypatch) -> list[dict]:
     ("url", "attempts"),
     [
         pytest.param("notaurl", 0, id="not-a-url"),
-        pytest.param("postgresql://u:p@127.0.0.1:1/db", 1, id="postgres-unreachable"),
+        pytest.param("postgresql://u:s3cret@127.0.0.1:1/db", 1, id="postgres-unreachable"),
         pytest.param("sqlite:///{blocker}/optuna.db", 0, id="sqlite-under-a-regular-file"),
     ],
 )
@@ -539,7 +540,8 @@ def test_bad_storage_url_fails_fast(dataset, cli, tmp_path, assert_workdir_consi
     url = url.format(blocker=blocker)
     workdir = tmp_path / "work"
     rc, err = cli(*run_argv(dataset, workdir, "--storage", url))
-    assert_one_error(rc, err, f"--storage {url}", "cannot open the Optuna storage")
+    assert_one_error(rc, err, f"--storage {redact(url)}", "cannot open the Optuna storage")
+    assert "s3cret" not in err  # a password never reaches a log
     # Fast, by construction rather than by the clock: at most one engine for the URL, exactly the expected
     # connection attempts (none where no database can be reached, one for a server: no retry loop), and a
     # server's single attempt bounded by a connect timeout, for a host that never answers.
@@ -625,3 +627,141 @@ def test_disk_full_while_writing_the_cache(dataset, cli, tmp_path, monkeypatch, 
     assert rc == 0, err
     assert_workdir_consistent(workdir)
     assert len(list((workdir / "cache").rglob("*.npy"))) == 1
+
+
+# ------------------------------------------------------------------ 17 and more: a real lab's files
+def _cp1252_comment(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + "# Käfig 3, 21 °C\n".encode("cp1252"))
+
+
+def _cp1252_header(path: Path) -> None:
+    path.write_bytes(path.read_bytes().replace(b"frame", "Bild°".encode("cp1252"), 1))
+
+
+def _spreadsheet(path: Path) -> None:
+    path.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)))  # what an .xlsx starts with
+
+
+def _old_excel(path: Path) -> None:
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(64))
+
+
+def _binary(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 4)
+
+
+def _folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("which", "spoil", "fragments"),
+    [
+        pytest.param("manifest", _cp1252_comment, ["not UTF-8 text", "line", "save it as UTF-8"], id="cp1252-manifest"),
+        pytest.param("labels", _cp1252_header, ["not UTF-8 text", "byte 0xb0 on line 1", "iconv"], id="cp1252-labels"),
+        pytest.param("labels", _spreadsheet, ["spreadsheet", "export it as CSV"], id="xlsx-labels"),
+        pytest.param("labels", _old_excel, ["old Excel spreadsheet", "export it as CSV"], id="xls-labels"),
+        pytest.param("pose", _binary, ["binary data, not a text pose file", "CSV export"], id="binary-pose"),
+        pytest.param("pose", _folder, ["is a folder, not a pose file", "pose path"], id="folder-as-pose"),
+        pytest.param("labels", _folder, ["is a folder, not a labels file", "labels path"], id="folder-as-labels"),
+    ],
+)
+def test_everyday_file_mistakes(dataset, cli, which, spoil, fragments):
+    path = dataset if which == "manifest" else files(dataset)[1 if which == "pose" else 2]
+    spoil(path)
+    assert_one_error(*cli(*check_argv(dataset)), path, *fragments)
+
+
+def test_a_manifest_name_that_is_a_yaml_alias_bomb(dataset, cli):
+    """Nine levels of nine aliases: 387 million strings if anything expanded or printed them."""
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "".join(line for line in dataset.read_text().splitlines(keepends=True) if not line.startswith("name:"))
+    dataset.write_text("name: {" + ", ".join(levels) + "}\n" + text)
+    line = assert_one_error(*cli(*check_argv(dataset)), dataset, "name is {", "not a name", "plain string")
+    assert len(line) < len(str(dataset)) + 200, line
+
+
+@pytest.mark.parametrize("argv", [["run", "--timeout", "abc"], ["leaderboard"], ["predict", "--model"]],
+                         ids=["bad-number", "missing-option", "option-without-value"])
+def test_a_usage_mistake_is_one_line(capfd, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capfd.readouterr().err
+    assert stop.value.code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"mbr-bench {argv[0]}: error: ") and f"see `mbr-bench {argv[0]} --help`" in err
+
+
+@pytest.mark.parametrize("command", [["leaderboard", "--study", BEHAVIOUR], ["ui"]])
+def test_a_mistyped_workdir_is_refused_and_not_created(cli, tmp_path, command):
+    typo = tmp_path / "mbr-wrok"
+    assert_one_error(*cli(*command, "--workdir", typo), typo, "no such work directory", "--workdir that")
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_error(*cli(*command, "--workdir", empty), empty, "no mlflow.db here", "--workdir that")
+    assert list(empty.iterdir()) == []
+
+
+def test_ui_on_a_taken_port_fails_before_starting_mlflow(cli, tmp_path):
+    import socket
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "mlflow.db").touch()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert_one_error(*cli("ui", "--workdir", workdir, "--port", port), f"--port {port}", "already in use",
+                         "another --port")
+
+
+def test_progress_lines_never_show_a_password():
+    import io
+
+    from mbr_bench.benchmark.progress import SearchProgress
+
+    stream = io.StringIO()
+    progress = SearchProgress(stream=stream)
+    progress.message("study rearing/pose+tcn: 0 finished in postgresql+psycopg://mbr:s3cr@t:pw@db:5432/optuna")
+    progress.warn("cannot reach postgresql://mbr:other@db/optuna")
+    text = stream.getvalue()
+    assert "s3cr" not in text and "other" not in text and "pw@" not in text
+    assert "postgresql+psycopg://mbr:***@db:5432/optuna" in text and "postgresql://mbr:***@db/optuna" in text
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 32 KiB tmpfs: a disk that is really full, where this machine lets the tests mount one (root)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk_is_one_line_not_a_bus_error(dataset, tmp_path, small_filesystem):
+    """A write through a memory map onto a full disk is SIGBUS (exit 135, nothing printed) unless the
+    file's blocks are reserved first. In a child process: a bus error would kill pytest itself."""
+    import subprocess
+    import sys
+
+    cache = small_filesystem / "cache"
+    argv = [str(a) for a in embed_argv(dataset, tmp_path / "work", "--videos", "t0", "--cache-dir", cache)]
+    done = subprocess.run([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert_one_error(done.returncode, done.stderr, cache, "disk full", "free space")
+    left = [p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert left == [], left

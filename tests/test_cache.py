@@ -144,3 +144,16 @@ def test_disk_full_is_a_cache_error_and_leaves_no_entry(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert cache.load(_key()) is None
     assert [p.name for p in Path(tmp_path).rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_cache_files_follow_the_umask_so_a_shared_cache_works(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        cache = EmbeddingCache(tmp_path)
+        _fill(cache, _key(), np.ones((3, 2), np.float32))
+    finally:
+        os.umask(previous)
+    written = sorted(p for p in tmp_path.rglob("*") if p.suffix in (".npy", ".json"))
+    assert [p.suffix for p in written] == [".json", ".npy"]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}

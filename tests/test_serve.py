@@ -370,3 +370,47 @@ def test_serve_postgres_end_to_end(tmp_path, postgres_server):
         experiments = {name for (name,) in connection.execute("SELECT name FROM experiments")}
     assert "serve-test" in experiments
     assert not (tmp_path / "work" / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------------------------ mbr-bench ui
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line holds `text` (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_to_ui_stops_the_mlflow_server_it_started(tmp_path):
+    """`docker stop` or a job scheduler ends `mbr-bench ui` with SIGTERM: no MLflow process may outlive it."""
+    if not Path("/proc/self/cmdline").exists():
+        pytest.skip("needs /proc to find the server's processes")
+    from mbr_bench.tracking.runs import Tracker
+
+    workdir = tmp_path / "ui-work"
+    Tracker(f"sqlite:///{workdir / 'mlflow.db'}")  # a store, as `mbr-bench run` leaves one
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as output:
+        ui = subprocess.Popen([sys.executable, "-m", "mbr_bench.benchmark.cli", "ui", "--workdir", str(workdir),
+                               "--port", str(port)], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", ui, log)
+        assert _processes_mentioning(str(workdir / "mlflow.db")), "the UI's server is not running"
+        ui.send_signal(signal.SIGTERM)
+        code = ui.wait(timeout=60)
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    assert code == 128 + signal.SIGTERM or code == 0, log.read_text()[-2000:]
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(workdir / "mlflow.db")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(workdir / "mlflow.db")), "MLflow processes outlived mbr-bench ui"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

@@ -415,3 +415,45 @@ def test_postgres_two_workers_one_killed_mid_trial(worker_dataset, tmp_path, pos
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     _assert_recovered(storage, tracking, killed, cache)
+
+
+# Each process imports everything first, then waits for the gate file, so that all of them open the
+# fresh stores within milliseconds of each other, as `docker compose up --scale worker=N` does.
+_OPEN_STORES = """
+import os, sys, time
+from pathlib import Path
+from mbr_bench.benchmark.workers import open_storage
+from mbr_bench.core.errors import MbrError
+from mbr_bench.tracking.runs import Tracker
+gate = Path(sys.argv[1])
+(gate.parent / f"{gate.name}.ready.{os.getpid()}").touch()
+while not gate.exists():
+    time.sleep(0.005)
+try:
+    open_storage(sys.argv[2])
+    Tracker(sys.argv[3])
+except MbrError as error:
+    print(error, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.slow
+def test_workers_started_together_on_fresh_postgres_stores_all_open_them(postgres_server, tmp_path):
+    """Creating the Optuna and MLflow tables is serialised: no worker meets another's half-made schema."""
+    rounds, workers = 3, 4
+    for round_ in range(rounds):
+        optuna_url = postgres_server.create_database(f"race_optuna_{round_}")
+        mlflow_url = postgres_server.create_database(f"race_mlflow_{round_}")
+        gate = tmp_path / f"gate{round_}"
+        children = [subprocess.Popen([sys.executable, "-c", _OPEN_STORES, str(gate), optuna_url, mlflow_url],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    for _ in range(workers)]
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob(f"{gate.name}.ready.*"))) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gate.touch()
+        errors = [child.communicate(timeout=180)[1] for child in children]
+        failed = [(child.returncode, err.strip().splitlines()[-1:]) for child, err in zip(children, errors)
+                  if child.returncode]
+        assert not failed, f"round {round_}: {len(failed)} of {workers} workers failed to open the stores: {failed}"

@@ -41,8 +41,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, M
 from optuna.exceptions import TrialPruned
 
 from ..core.errors import ConfigError
-from ..core.files import exclusive_lock
 from ..core.process import process_alive, process_identity
+from ..core.stores import setup_lock
 from .figures import (
     DEFAULT_THRESHOLD,
     binary_inputs,
@@ -438,12 +438,6 @@ def _open_store(tracking_uri: str) -> MlflowClient:
     db = sqlite_path(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file but not its folder
-        # The first access creates and migrates the database: workers starting together on one
-        # machine must not run those migrations at the same time.
-        with exclusive_lock(db.with_name(db.name + ".lock")):
-            client = MlflowClient(tracking_uri=tracking_uri)
-            client.search_experiments(max_results=1)
-        return client
     scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("http", "https"):
         try:  # MLflow's own client retries for minutes before it gives up
@@ -457,8 +451,11 @@ def _open_store(tracking_uri: str) -> MlflowClient:
             engine.dispose()
         except sqlalchemy.exc.SQLAlchemyError as error:
             raise OSError(str(error.orig if getattr(error, "orig", None) else error).strip()) from None
-    client = MlflowClient(tracking_uri=tracking_uri)
-    client.search_experiments(max_results=1)
+    # The first access creates and migrates the database: workers starting together must not run
+    # those migrations at the same time.
+    with setup_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
     return client
 
 

@@ -272,6 +272,12 @@ def serve(options: ServeOptions) -> int:
     print(f"MLflow server on {url} (store {redact(options.backend_store_uri)}, artifacts "
           f"{options.artifacts_destination}); Ctrl-C stops it", flush=True)
     print(f"workers: mbr-bench run ... --tracking-uri {url}", flush=True)
+    return supervise(command, server_environment())
+
+
+def supervise(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run an MLflow server (or UI) in its own session until it stops; SIGINT and SIGTERM go to it, and
+    no server is left behind when this process leaves. Returns its exit status (128+N if killed by N)."""
     started: list[subprocess.Popen] = []
     pending: list[int] = []
 
@@ -286,7 +292,7 @@ def serve(options: ServeOptions) -> int:
     try:
         try:
             # Its own session: a Ctrl-C in the terminal reaches the server once, through `forward`.
-            started.append(subprocess.Popen(command, env=server_environment(), start_new_session=True))
+            started.append(subprocess.Popen(command, env=env, start_new_session=True))
         except OSError as error:
             raise MbrError(f"{command[0]}: cannot start the MLflow server ({error.strerror}); "
                            "reinstall mbr-bench (make setup)") from None

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.errors import ConfigError, DataError
+from ...core.textfiles import check_text_file
 from .pose import POSE_COORDS, dlc_csv_header, read_csv_columns
 
 _BEHAVIOUR_COLUMNS = ("behaviour", "behavior")
@@ -118,8 +119,7 @@ def _check_behaviours(behaviours: Sequence[str]) -> list[str]:
 
 def _detect(path: Path) -> tuple[str, list[str]]:
     """('dlc' | 'interval' | 'frames', header cells of the first row)."""
-    if not path.is_file():
-        raise DataError(f"{path}: labels file not found; check the labels path in dataset.yaml")
+    check_text_file(path, "labels file", "check the labels path in dataset.yaml")
     with path.open(newline="", encoding="utf-8-sig") as fh:
         first = next(csv.reader(fh), None)
     if first is None or not any(cell.strip() for cell in first):

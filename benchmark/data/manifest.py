@@ -34,6 +34,7 @@ it, frame count = pose rows). Loading checks structure and that every named file
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 import yaml
 
 from ...core.errors import ConfigError, DataError
+from ...core.textfiles import check_text_file
 from .crops import CropSettings
 from .pose import Pose, read_pose
 
@@ -123,8 +125,25 @@ class Dataset:
         return tuple(entry for entry in self.videos if entry.video is None)
 
 
+_SHORT_REPR = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxdict, _SHORT_REPR.maxlist, _SHORT_REPR.maxtuple = 1, 4, 6, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
 def _fail(path: Path, problem: str, fix: str) -> DataError:
     return DataError(f"{path}: {problem}; {fix}")
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message, cut short: a YAML alias bomb or a pasted table must not flood the terminal."""
+    return _SHORT_REPR.repr(value)
+
+
+def _name(manifest: Path, key: str, value: Any) -> str:
+    """A name field (dataset name, video id, behaviour): a plain string or number."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _fail(manifest, f"{key} is {_shown(value)}, not a name", f"give {key} a plain string")
+    return str(value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -133,7 +152,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _resolve(manifest: Path, where: str, value: Any) -> Path:
     if not isinstance(value, str) or not value:
-        raise _fail(manifest, f"{where} must be a file path, got {value!r}", "give a path relative to dataset.yaml")
+        raise _fail(manifest, f"{where} must be a file path, got {_shown(value)}", "give a path relative to dataset.yaml")
     path = Path(value).expanduser()
     path = path if path.is_absolute() else manifest.parent / path
     if not path.exists():
@@ -145,7 +164,7 @@ def _px_per_cm(manifest: Path, where: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise _fail(manifest, f"{where} px_per_cm is {value!r}", "give the camera's pixels per centimetre (a positive number)")
+        raise _fail(manifest, f"{where} px_per_cm is {_shown(value)}", "give the camera's pixels per centimetre (a positive number)")
     return float(value)
 
 
@@ -155,7 +174,7 @@ def _arena(manifest: Path, where: str, value: Any) -> tuple[float, float, float,
     ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if not ok or not (value[0] < value[2] and value[1] < value[3]):
-        raise _fail(manifest, f"{where} arena is {value!r}",
+        raise _fail(manifest, f"{where} arena is {_shown(value)}",
                     "give the walls as [left, top, right, bottom] in pixels, left < right and top < bottom")
     return (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
 
@@ -164,13 +183,13 @@ def _part_names(manifest: Path, pose_cfg: dict[str, Any]) -> PartNames:
     rename, ignore = pose_cfg.get("rename") or {}, pose_cfg.get("ignore") or []
     if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
                                                for k, v in rename.items()):
-        raise _fail(manifest, f"pose.rename is {rename!r}", "give a mapping of file part name -> name, e.g. {Nose: snout}")
+        raise _fail(manifest, f"pose.rename is {_shown(rename)}", "give a mapping of file part name -> name, e.g. {Nose: snout}")
     targets = list(rename.values())
     if len(set(targets)) != len(targets):
         raise _fail(manifest, f"pose.rename maps two parts onto one name ({rename})", "give each part its own name")
     ignore = _as_list(ignore)
     if not all(isinstance(p, str) and p for p in ignore):
-        raise _fail(manifest, f"pose.ignore is {ignore!r}", "give a list of body part names, e.g. [LED]")
+        raise _fail(manifest, f"pose.ignore is {_shown(ignore)}", "give a list of body part names, e.g. [LED]")
     return PartNames(tuple(sorted(rename.items())), tuple(sorted(set(ignore))))
 
 
@@ -183,11 +202,11 @@ def _motion(manifest: Path, raw: Any) -> dict[str, Any]:
     if raw.get("windows") is not None:
         windows = _as_list(raw["windows"])
         if not windows or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in windows):
-            raise _fail(manifest, f"motion.windows is {raw['windows']!r}", "give positive seconds, e.g. [0.2, 0.5, 1, 2]")
+            raise _fail(manifest, f"motion.windows is {_shown(raw['windows'])}", "give positive seconds, e.g. [0.2, 0.5, 1, 2]")
         out["windows"] = [float(w) for w in windows]
     if raw.get("causal") is not None:
         if not isinstance(raw["causal"], bool):
-            raise _fail(manifest, f"motion.causal is {raw['causal']!r}", "give true (windows end at their frame) or false")
+            raise _fail(manifest, f"motion.causal is {_shown(raw['causal'])}", "give true (windows end at their frame) or false")
         out["causal"] = raw["causal"]
     return out
 
@@ -201,14 +220,14 @@ def _video_entry(manifest: Path, index: int, raw: Any, defaults: VideoGeometry) 
         raise _fail(manifest, f"{where} has unknown key(s) {sorted(unknown)}", f"use only {sorted(_VIDEO_KEYS)}")
     if raw.get("id") is None or raw.get("id") == "":
         raise _fail(manifest, f"{where} has no id", "give it a unique id: (and a video:, or pose: with fps:)")
-    video_id = str(raw["id"])
+    video_id = _name(manifest, f"{where} id", raw["id"])
     where = f"video '{video_id}'"
     split = raw.get("split")
     if split is not None and split not in SPLITS:
-        raise _fail(manifest, f"{where} has split {split!r}", "use split: train or split: test")
+        raise _fail(manifest, f"{where} has split {_shown(split)}", "use split: train or split: test")
     fps = raw.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0):
-        raise _fail(manifest, f"{where} has fps {fps!r}", "give a positive number or leave fps out")
+        raise _fail(manifest, f"{where} has fps {_shown(fps)}", "give a positive number or leave fps out")
     has_video, has_pose = raw.get("video") is not None, raw.get("pose") is not None
     if not has_video and not has_pose:
         raise _fail(manifest, f"{where} has neither a video nor a pose file",
@@ -245,7 +264,7 @@ def load_dataset(path: str | Path) -> Dataset:
     if not manifest.is_file():
         raise _fail(manifest, "dataset manifest not found", "pass the path of a dataset.yaml (see README: dataset format)")
     try:
-        raw = yaml.safe_load(manifest.read_text())
+        raw = yaml.safe_load(check_text_file(manifest, "dataset manifest", "pass the path of a dataset.yaml"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -256,7 +275,8 @@ def load_dataset(path: str | Path) -> Dataset:
     if unknown:
         raise _fail(manifest, f"unknown key(s) {sorted(unknown)}", f"use only {sorted(_TOP_KEYS - {'behaviors'})}")
 
-    behaviours = tuple(str(b) for b in _as_list(raw.get("behaviours", raw.get("behaviors")) or []))
+    behaviours = tuple(_name(manifest, "a behaviours entry", b)
+                       for b in _as_list(raw.get("behaviours", raw.get("behaviors")) or []))
     if len(set(behaviours)) != len(behaviours):
         raise _fail(manifest, f"behaviours listed twice: {list(behaviours)}", "list each behaviour once")
 
@@ -301,7 +321,7 @@ def load_dataset(path: str | Path) -> Dataset:
         raise _fail(manifest, f"pose.heading must name two body parts (back, front), got {list(heading)}", "e.g. heading: [tailbase, snout]")
     return Dataset(
         path=manifest.resolve(),
-        name=str(raw.get("name") or manifest.parent.name),
+        name=_name(manifest, "name", raw.get("name") or manifest.parent.name),
         behaviours=behaviours,
         videos=videos,
         crop=crop,

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from ...core.errors import ConfigError, DataError
+from ...core.textfiles import check_text_file
 from ...core.files import write_atomic
 from .crops import CropSettings
 from .labels import label_names, read_labels
@@ -215,14 +216,14 @@ def _behaviours(labels: Path, behaviours: Sequence[str] | str | None) -> tuple[s
 
 def _pose_lines(path: Path) -> tuple[list[str], list[str]]:
     """(header lines, data lines) of a DeepLabCut CSV, blank lines dropped, text kept as written."""
-    if not path.is_file():
-        raise DataError(f"{path}: pose file not found; check the path")
-    with path.open("rb") as handle:
-        if handle.read(len(_HDF5_MAGIC)) == _HDF5_MAGIC:
-            raise DataError(f"{path}: is a DeepLabCut .h5 file; cutting needs the CSV, export it with "
-                            "DeepLabCut's CSV writer (or pandas to_csv)")
+    if path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(len(_HDF5_MAGIC)) == _HDF5_MAGIC:
+                raise DataError(f"{path}: is a DeepLabCut .h5 file; cutting needs the CSV, export it with "
+                                "DeepLabCut's CSV writer (or pandas to_csv)")
+    text = check_text_file(path, "pose file", "check the path")
     levels, _ = dlc_csv_header(path)  # DataError unless a DeepLabCut header
-    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
     header, rows = lines[: len(levels)], lines[len(levels):]
     if not rows:
         raise DataError(f"{path}: the DeepLabCut header has no data rows below it; export the pose again")

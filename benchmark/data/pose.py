@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.errors import ConfigError, DataError
+from ...core.textfiles import check_text_file
 
 POSE_COORDS = ("x", "y", "likelihood")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -85,13 +86,17 @@ def read_pose(
     Raises DataError for a missing, empty or malformed file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: pose file not found; check the pose path in dataset.yaml")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: pose file is empty; re-export it from DeepLabCut")
-    with path.open("rb") as fh:
-        magic = fh.read(len(_HDF5_MAGIC))
-    pose = _read_pose_h5(path, individual) if magic == _HDF5_MAGIC else _read_pose_csv(path, individual)
+    magic = b""
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: pose file is empty; re-export it from DeepLabCut")
+        with path.open("rb") as fh:
+            magic = fh.read(len(_HDF5_MAGIC))
+    if magic == _HDF5_MAGIC:
+        pose = _read_pose_h5(path, individual)
+    else:
+        check_text_file(path, "pose file", "check the pose path in dataset.yaml")
+        pose = _read_pose_csv(path, individual)
     return by_name(pose, dict(rename), ignore)
 
 

@@ -84,6 +84,25 @@ def _cache_error(root: Path, error: OSError) -> CacheError:
     return CacheError(f"{root}: embedding cache {problem} ({error.__class__.__name__}); {fix}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memory-mapped file's blocks now: a write through a map onto a full disk is a bus
+    error (SIGBUS, no message), while a full disk here is ENOSPC, reported as "disk full"."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate: as before
+            raise
+    finally:
+        os.close(fd)
+
+
 class EmbeddingCache:
     """Embeddings on disk under `root/<backbone>/<video_id>-<digest>.{npy,json}`."""
 
@@ -154,7 +173,10 @@ class EmbeddingCache:
         committed = False
         try:
             try:
+                # mkstemp makes the file 0600; a cache shared by several users needs the umask's mode.
+                os.chmod(tmp, 0o666 & ~_umask())
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=shape)
+                _reserve(tmp)
             except OSError as error:
                 raise _cache_error(self.root, error) from error
             yield array  # the caller fills it; its own errors pass through untouched
