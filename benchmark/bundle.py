@@ -65,6 +65,7 @@ class ModelBundle:
     parts: PartNames = field(default_factory=PartNames)  # pose body-part renames and ignores
     motion: dict[str, Any] = field(default_factory=dict)  # the dataset's motion: settings
     backbone_state: dict[str, np.ndarray] = field(default_factory=dict)  # a fused backbone's scaling
+    postprocess_fps: float | None = None  # the rate the post-processing sizes are in frames of (None: any)
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -74,10 +75,11 @@ class ModelBundle:
             return self.heads[0].predict_proba(X)
         return np.mean([head.predict_proba(X) for head in self.heads], axis=0).astype(np.float32)
 
-    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frame probabilities -> (labels at the threshold, labels after post-processing), int8."""
+    def decide(self, proba: np.ndarray, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame probabilities of a video at `fps` -> (labels at the threshold, labels after
+        post-processing), int8. Post-processing keeps its durations in seconds at any frame rate."""
         raw = (np.asarray(proba) >= self.threshold).astype(np.int8)
-        return raw, self.postprocess.apply(raw).astype(np.int8)
+        return raw, self.postprocess.at_fps(self.postprocess_fps, fps).apply(raw).astype(np.int8)
 
     # -- backbone -----------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class ModelBundle:
             "motion": dict(self.motion),
             "heads": [{"name": head.name, "folder": folder} for head, folder in zip(self.heads, self._folders())],
             "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
-                         "postprocess": self.postprocess.to_dict()},
+                         "postprocess": self.postprocess.to_dict(), "fps": self.postprocess_fps},
             "info": to_jsonable(self.info),
         }
 
@@ -175,6 +177,15 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         if not isinstance(heads, list) or not heads:
             raise ValueError(f"heads must be a non-empty list, got {heads!r}")
         head_folders = [str(head.get("folder", HEAD_FOLDER)) for head in heads]
+        head_names = [head.get("name") for head in heads]
+        threshold = decision["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            # NaN fails this too: a NaN threshold would label every frame 0 without a word
+            raise ValueError(f"decision.threshold must be a number in [0, 1], got {threshold!r}")
+        postprocess_fps = decision.get("fps")
+        if postprocess_fps is not None and (isinstance(postprocess_fps, bool) or not isinstance(postprocess_fps, (int, float))
+                                            or not 0 < postprocess_fps < 1e4):
+            raise ValueError(f"decision.fps must be a positive frame rate, got {postprocess_fps!r}")
         for head_folder in head_folders:
             if Path(head_folder).name != head_folder or head_folder in ("", ".", ".."):
                 raise ValueError(f"head folder must be a folder inside the bundle, got {head_folder!r}")
@@ -187,13 +198,14 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             heading=(heading[0], heading[1]),
             individual=spec["pose"].get("individual"),
             heads=[],
-            threshold=float(decision["threshold"]),
+            threshold=float(threshold),
             threshold_rule=str(decision.get("rule", "")),
             postprocess=PostProcess.from_dict(decision["postprocess"]),
             info=dict(spec.get("info") or {}),
             parts=PartNames(tuple(sorted(dict(spec["pose"].get("rename") or {}).items())),
                             tuple(spec["pose"].get("ignore") or ())),
             motion=dict(spec.get("motion") or {}),
+            postprocess_fps=None if postprocess_fps is None else float(postprocess_fps),
         )
         if (folder / BACKBONE_STATE_FILE).is_file():
             with np.load(folder / BACKBONE_STATE_FILE) as state:
@@ -202,6 +214,10 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         raise DataError(f"{path}: not a readable mbr-bench model ({type(error).__name__}: {error}); "
                         "export it again with `mbr-bench leaderboard`, or upgrade mbr-bench") from None
     bundle.heads = [load_head(folder / head_folder) for head_folder in head_folders]
+    for name, head_folder, head in zip(head_names, head_folders, bundle.heads, strict=True):
+        if name is not None and name != head.name:
+            raise DataError(f"{path}: names head '{name}' but {folder / head_folder} holds a '{head.name}' head; "
+                            "export the model again with `mbr-bench leaderboard`")
     return bundle
 
 

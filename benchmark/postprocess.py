@@ -142,6 +142,22 @@ class PostProcess:
         y = opening(y, self.opening)
         return remove_short_bouts(y, self.min_bout)
 
+    def at_fps(self, tuned_fps: float | None, fps: float | None) -> PostProcess:
+        """The same durations in frames of another rate: sizes are tuned in frames of the training videos.
+
+        Closing and opening stay odd (nearest, as `default_grid` rounds), min_bout the nearest whole
+        number; a size of 1 (off) stays off. Unknown rates, or rates within 1 %, change nothing.
+        """
+        if not tuned_fps or not fps or abs(fps - tuned_fps) <= 0.01 * tuned_fps:
+            return self
+        scale = fps / tuned_fps
+
+        def odd(size: int) -> int:
+            return 1 if size == 1 else 2 * math.floor(size * scale / 2) + 1
+
+        min_bout = 1 if self.min_bout == 1 else max(1, math.floor(self.min_bout * scale + 0.5))
+        return PostProcess(odd(self.closing), odd(self.opening), min_bout)
+
     @property
     def is_identity(self) -> bool:
         return self.closing == 1 and self.opening == 1 and self.min_bout == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -299,6 +300,18 @@ def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list
     return jobs
 
 
+def _writable_out_dir(out_dir: Path) -> Path:
+    """`out_dir`, created, once a file could be written in it; DataError otherwise."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise DataError(f"{out_dir}: cannot write predictions there ({error.strerror or error}); "
+                        "choose a writable --out folder") from None
+    return out_dir
+
+
 def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictOptions) -> tuple[np.ndarray, int]:
     """(frames, dim) memory-mapped embeddings of the video and the number of frames computed now."""
     dataset = bundle.dataset_for([job.entry], where=job.entry.video.parent)
@@ -329,6 +342,7 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
         raise ConfigError("no video to predict; pass video files or folders of videos")
     _check_stems(videos)
     jobs = _plan(options, videos, needs_pose=any(bundle.needs_pose() for bundle in bundles))
+    out_dir = _writable_out_dir(Path(options.out_dir).expanduser())  # before any embedding
 
     # One backbone per distinct recipe; built before any embedding, so a model whose backbone
     # cannot be rebuilt fails before anything is written.
@@ -340,13 +354,6 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
         key: bundles[members[0]].build_backbone(bundles[members[0]].dataset_for([first], where=first.video.parent))
         for key, members in groups.items()
     }
-    out_dir = Path(options.out_dir).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"{out_dir}: cannot create the output folder ({error.strerror or error}); "
-                        "choose a writable --out folder") from None
-
     outcomes = []
     for job in tqdm(jobs, desc="predict", unit="video", disable=not options.progress):
         started = time.perf_counter()
@@ -359,7 +366,7 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
             for index in members:
                 proba = bundles[index].predict_proba(X)
                 probabilities[index] = proba
-                labels[index] = bundles[index].decide(proba)[1]
+                labels[index] = bundles[index].decide(proba, job.fps)[1]
             del X  # release the memory map before the next recipe's
         winner = None
         if options.exclusive:

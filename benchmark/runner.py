@@ -160,11 +160,22 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     if space_path is None and demo:
         space_path = default_space_path("demo")
     spaces = {h: load_search_space(h, space_path, allowed=HEADS.get(h).param_names()) for h in heads}
+    for space in spaces.values():
+        _check_space(space)
     n_trials = options.n_trials if options.n_trials is not None else (
         None if options.sampler == "grid" else DEMO_TRIALS if demo else DEFAULT_TRIALS)
     return RunPlan(dataset, demo, behaviours, backbones, heads, spaces, n_trials,
                    storage_url=options.storage or default_storage_url(options.workdir),
                    tracking_uri=options.tracking_uri or default_tracking_uri(options.workdir))
+
+
+def _check_space(space: SearchSpace) -> None:
+    """Every value a trial may draw must suit the head: `n_layers: 0` is refused now, not after embedding."""
+    for params in space.extremes():
+        try:
+            HEADS.build(space.head, **params).check_params()
+        except ConfigError as error:
+            raise ConfigError(f"{space.source}: {error}") from None
 
 
 def _prepare_dataset(options: RunOptions, progress: SearchProgress) -> tuple[Path, bool]:

@@ -154,6 +154,17 @@ class SearchSpace:
         """The head's full constructor params from a trial's `params` (which never hold fixed values)."""
         return {**self.fixed, **params}
 
+    def extremes(self) -> list[dict[str, Any]]:
+        """Full parameter sets that between them reach every choice and both ends of every range (the
+        other parameters at their first value): checking these finds a bad value before any trial runs."""
+        ends = {name: list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
+                for name, dist in self.distributions.items()}
+        base = {name: values[0] for name, values in ends.items()}
+        sets = [self.with_fixed(base)]
+        for name, values in ends.items():
+            sets += [self.with_fixed({**base, name: value}) for value in values[1:]]
+        return sets
+
     def grid(self) -> dict[str, list]:
         """The full grid for `optuna.samplers.GridSampler`.
 

@@ -457,6 +457,11 @@ def test_empty_labels_file(dataset, cli, content, fragments):
                      id="low-above-high"),
         pytest.param("lstm: {units: {choices: [8]}}\n", ["no search space for head 'frame_mlp'"],
                      id="no-section-for-the-head"),
+        pytest.param("frame_mlp: {units: 8, n_layers: 0, learning_rate: {low: 1.0e-3, high: 1.0e-2}}\n",
+                     ["head frame_mlp: n_layers must be an integer >= 1, got 0", "1 or more"],
+                     id="invalid-fixed-value"),
+        pytest.param("frame_mlp: {units: 8, dropout: {low: 0.0, high: 1.5}}\n",
+                     ["head frame_mlp: dropout must be a number in [0.0, 1.0), got 1.5"], id="range-reaching-invalid"),
     ],
 )
 def test_bad_search_space(dataset, cli, tmp_path, assert_workdir_consistent, text, fragments):

@@ -191,3 +191,17 @@ def test_pose_only_entry_is_checked_for_the_pose_backbone_parts(tiny_dataset, ca
     path = _edit(tiny_dataset(), change)
     _one_line_error(capsys, ["dataset", "check", str(path)], "t0.csv: body part 'tail_base' not found",
                     "set pose.heading in dataset.yaml")
+
+
+def test_check_warns_when_the_manifest_fps_is_not_the_containers(tiny_dataset):
+    path = _edit(tiny_dataset(), lambda m: m["videos"][0].update(fps=25))  # the tiny videos are 10 fps
+    report = check_dataset(load_dataset(path))
+    rate = [w for w in report.warnings if "container says 10" in w]
+    assert len(rate) == 1 and "video 't0' has fps: 25" in rate[0] and "150 % apart" in rate[0]
+    mixed = [w for w in report.warnings if "different frame rates" in w]
+    assert len(mixed) == 1 and "10 fps: t1, t2; 25 fps: t0" in mixed[0]
+
+
+def test_check_is_quiet_about_a_rate_within_one_percent(tiny_dataset):
+    path = _edit(tiny_dataset(), lambda m: [v.update(fps=10.05) for v in m["videos"]])
+    assert check_dataset(load_dataset(path)).warnings == []

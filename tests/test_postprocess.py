@@ -458,3 +458,31 @@ def test_tune_speed(benchmark):
     y_folds, p_folds = _many_bouts()
     chosen, _ = benchmark(tune_postprocess, y_folds, p_folds, threshold=0.5, fps=30)
     assert not chosen.is_identity
+
+
+def _flickering_bouts(seed: int, n: int = 600) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(n, np.int8)
+    for start in rng.integers(0, n - 20, 25):
+        labels[start:start + rng.integers(3, 15)] = 1
+    return (labels ^ (rng.random(n) < 0.15)).astype(np.int8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_post_processing_keeps_its_seconds_at_another_frame_rate(seed):
+    """Tuned on 10 fps videos, applied to the same recording at 30 fps: the same labels, frame for frame."""
+    slow = _flickering_bouts(seed)
+    fast = np.repeat(slow, 3)
+    post = PostProcess(closing=5, opening=3, min_bout=4)
+    expected = np.repeat(post.apply(slow), 3)
+    assert post.at_fps(10, 30) == PostProcess(closing=15, opening=9, min_bout=12)
+    np.testing.assert_array_equal(post.at_fps(10, 30).apply(fast), expected)
+    assert (post.apply(fast) == expected).mean() < 0.9  # sizes kept in frames: a third of the time
+
+
+def test_post_processing_at_the_same_or_an_unknown_rate_is_unchanged():
+    post = PostProcess(closing=5, opening=3, min_bout=4)
+    assert post.at_fps(10, 10) is post and post.at_fps(10, 10.05) is post
+    assert post.at_fps(None, 30) is post and post.at_fps(10, None) is post
+    assert PostProcess().at_fps(10, 50) == PostProcess()  # off stays off
+    assert post.at_fps(30, 10) == PostProcess(closing=1, opening=1, min_bout=1)

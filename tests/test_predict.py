@@ -110,6 +110,20 @@ def test_bundle_round_trip_keeps_the_decision_and_the_head(trained):
     assert trained.bundles["grooming"].embedding_key() == trained.bundles["wall_rearing"].embedding_key()
 
 
+def test_a_bundle_applies_its_post_processing_in_seconds_at_the_video_rate(trained, tmp_path):
+    """Trained at 10 fps (the tiny set's rate), predicting a 30 fps recording of the same thing."""
+    bundle = replace(trained.bundles["grooming"], postprocess=PostProcess(closing=5, opening=3, min_bout=4),
+                                 postprocess_fps=10.0)
+    loaded = load_bundle(bundle.save(tmp_path / "model"))
+    assert loaded.postprocess_fps == 10.0 and loaded.postprocess == bundle.postprocess
+    proba = np.clip(trained.heads["grooming"].predict_proba(trained.test_X)
+                    + np.random.default_rng(0).normal(0, 0.2, len(trained.test_X)), 0, 1)
+    raw_10, post_10 = loaded.decide(proba, 10.0)
+    raw_30, post_30 = loaded.decide(np.repeat(proba, 3), 30.0)
+    np.testing.assert_array_equal(raw_30, np.repeat(raw_10, 3))
+    np.testing.assert_array_equal(post_30, np.repeat(post_10, 3))
+
+
 def test_load_bundle_without_bundle_json_is_a_data_error(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(DataError, match="no bundle.json"):
@@ -122,6 +136,37 @@ def test_load_bundle_of_another_format_is_a_data_error(trained, tmp_path):
     (folder / BUNDLE_FILE).write_text(json.dumps({**spec, "format": "something-else"}))
     with pytest.raises(DataError, match="not a readable mbr-bench model"):
         load_bundle(folder)
+
+
+def _edited_bundle(trained, tmp_path, change) -> Path:
+    folder = shutil.copytree(trained.folders["grooming"], tmp_path / "model")
+    spec = json.loads((folder / BUNDLE_FILE).read_text())
+    change(spec)
+    (folder / BUNDLE_FILE).write_text(json.dumps(spec))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        pytest.param(lambda s: s["decision"].update(threshold=float("nan")), ["threshold must be a number in [0, 1]"],
+                     id="nan-threshold"),
+        pytest.param(lambda s: s["decision"].update(threshold=1.5), ["threshold must be a number in [0, 1]", "1.5"],
+                     id="threshold-above-1"),
+        pytest.param(lambda s: s["decision"].update(threshold="0.5"), ["threshold must be a number"],
+                     id="threshold-as-text"),
+        pytest.param(lambda s: s["heads"][0].update(name="tcn"), ["names head 'tcn'", "holds a 'lstm' head"],
+                     id="head-name-mismatch"),
+    ],
+)
+def test_a_damaged_bundle_field_is_refused_on_load(trained, tmp_path, change, fragments):
+    folder = _edited_bundle(trained, tmp_path, change)
+    with pytest.raises(DataError) as info:
+        load_bundle(folder)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(folder / BUNDLE_FILE))
+    for fragment in fragments:
+        assert fragment in message, message
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +319,16 @@ def test_a_missing_pose_fails_before_anything_is_embedded_or_written(trained, tm
         _predict(trained, [new], tmp_path / "out", cache)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists() and not cache.root.exists()
+
+
+def test_an_out_folder_that_cannot_be_written_fails_before_anything_is_embedded(trained, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be\n")
+    cache = EmbeddingCache(tmp_path / "cache")
+    with pytest.raises(DataError, match=r"blocker/out: cannot write predictions there .*writable --out") as error:
+        _predict(trained, [trained.test.video], blocker / "out", cache, pose=trained.test.pose)
+    assert "\n" not in str(error.value)
+    assert not cache.root.exists()
 
 
 def test_a_pose_file_of_the_wrong_length_is_a_data_error(trained, tmp_path):

@@ -454,6 +454,6 @@ def test_workers_started_together_on_fresh_postgres_stores_all_open_them(postgre
             time.sleep(0.05)
         gate.touch()
         errors = [child.communicate(timeout=180)[1] for child in children]
-        failed = [(child.returncode, err.strip().splitlines()[-1:]) for child, err in zip(children, errors)
+        failed = [(child.returncode, err.strip().splitlines()[-1:]) for child, err in zip(children, errors, strict=True)
                   if child.returncode]
         assert not failed, f"round {round_}: {len(failed)} of {workers} workers failed to open the stores: {failed}"

@@ -84,6 +84,12 @@ def _check_video(dataset: Dataset, entry: VideoEntry, report: DatasetReport) -> 
             f"using {frames} (re-encode the video to fix its header)"
         )
     fps = entry.fps or info.fps
+    if entry.fps and info.fps > 0 and abs(entry.fps - info.fps) > 0.01 * info.fps:
+        report.warnings.append(
+            f"{dataset.path}: video '{entry.id}' has fps: {entry.fps:g} but its container says {info.fps:g} "
+            f"({100 * abs(entry.fps - info.fps) / info.fps:.0f} % apart), and the manifest's rate times its labels and "
+            "motion windows; correct fps: or leave it out to use the container's"
+        )
     # A recording cut short keeps its header: the pose and labels made from the whole video then
     # match the header's count, and the video, not them, is what to fix.
     truncated = frames < info.n_frames
@@ -209,12 +215,27 @@ def _check_same_parts(dataset: Dataset, report: DatasetReport) -> None:
                 "map the names onto one set with pose.rename and drop extra parts with pose.ignore in dataset.yaml")
 
 
+def _check_frame_rates(report: DatasetReport) -> None:
+    """Warn when videos run at different rates: a head's sequence is a number of frames, so its time span differs."""
+    rates: dict[float, list[str]] = {}
+    for video in report.videos:
+        rates.setdefault(round(video.fps, 2), []).append(video.id)
+    if len(rates) > 1 and max(rates) > 1.01 * min(rates):
+        listed = "; ".join(f"{fps:g} fps: {', '.join(ids)}" for fps, ids in sorted(rates.items()))
+        report.warnings.append(
+            f"{report.dataset.path}: videos have different frame rates ({listed}); motion windows and post-processing "
+            "are in seconds, but a head's sequence_length is in frames and spans a different time at each rate: "
+            "resample the videos to one rate for comparable inputs"
+        )
+
+
 def check_dataset(dataset: Dataset, progress: bool = False) -> DatasetReport:
     """Read every video, pose and labels file of `dataset`; raise DataError on the first inconsistency."""
     report = DatasetReport(dataset)
     for entry in tqdm(dataset.videos, desc="checking videos", unit="video", disable=not progress, leave=False):
         report.videos.append(_check_video(dataset, entry, report))
     _check_same_parts(dataset, report)
+    _check_frame_rates(report)
     if not dataset.labelled:
         report.notes.append(
             "no labels: these videos can be embedded (and labelled by a trained model), not benchmarked; "

@@ -1200,23 +1200,22 @@ def _make_video(out: Path, video_id: str, seed: int, index: int, n_frames: int, 
     _write_labels_csv(out / "labels" / f"{video_id}.csv", labels)
 
 
-def _check_int(name: str, value: object, rule: str, ok: Callable[[int], bool]) -> None:
-    """Raise ConfigError naming the parameter, the rule and the value unless `ok(value)`."""
+def _check_int(name: str, value: object, rule: str, ok: Callable[[int], bool], fix: str) -> None:
+    """Raise ConfigError naming the parameter, the rule, the value and the fix unless `ok(value)`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not ok(value):
-        raise ConfigError(f"synthetic dataset: {name} must be {rule}; got {value!r}")
+        raise ConfigError(f"synthetic dataset: {name} must be {rule}; got {value!r}; {fix}")
 
 
 def _validate(n_videos: int, n_frames: int, seed: int, n_test: int, fps: int, size: int) -> None:
-    _check_int("n_videos", n_videos, "an integer >= 2", lambda v: v >= 2)
-    _check_int(
-        "n_test", n_test, f"an integer with 1 <= n_test < n_videos ({n_videos})", lambda v: 1 <= v < n_videos
-    )
-    _check_int("fps", fps, "an integer between 5 and 30", lambda v: 5 <= v <= 30)
+    _check_int("n_videos", n_videos, "an integer >= 2", lambda v: v >= 2, "pass --videos 2 or more")
+    _check_int("n_test", n_test, f"an integer with 1 <= n_test < n_videos ({n_videos})", lambda v: 1 <= v < n_videos,
+               f"pass --test between 1 and {n_videos - 1}, or more --videos")
+    _check_int("fps", fps, "an integer between 5 and 30", lambda v: 5 <= v <= 30, "use an fps from 5 to 30")
     need = max(300, 30 * fps)  # 30 s: room for one bout of every behaviour and the walks between
     rule = f"an integer >= {need} (300, and at least 30 s at fps={fps})"
-    _check_int("n_frames", n_frames, rule, lambda v: v >= need)
-    _check_int("seed", seed, "an integer >= 0", lambda v: v >= 0)
-    _check_int("size", size, "an integer >= 96 (frame side in px)", lambda v: v >= 96)
+    _check_int("n_frames", n_frames, rule, lambda v: v >= need, f"pass --frames {need} or more")
+    _check_int("seed", seed, "an integer >= 0", lambda v: v >= 0, "pass --seed 0 or more")
+    _check_int("size", size, "an integer >= 96 (frame side in px)", lambda v: v >= 96, "use a size of 96 or more")
 
 
 def generate(

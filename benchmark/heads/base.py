@@ -131,6 +131,10 @@ class Head(ABC):
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
+    def check_params(self) -> None:
+        """ConfigError naming the first parameter that cannot work; `fit` checks the same."""
+        self._validate()
+
     def _validate(self) -> None:
         """Check every parameter; ConfigError naming the first one that cannot work."""
         check_int(self, "sequence_length", minimum=2)

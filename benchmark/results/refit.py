@@ -312,7 +312,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
         individual=dataset.individual, heads=final.heads, threshold=final.decision.threshold,
         threshold_rule=final.decision.rule, postprocess=final.decision.postprocess, info={},
         parts=dataset.parts, motion=dataset.motion,
-        backbone_state=backbone.state() if hasattr(backbone, "state") else {},
+        backbone_state=backbone.state() if hasattr(backbone, "state") else {}, postprocess_fps=final.decision.fps,
     )
     scores = _score_test(job, bundle, embedded, y, final.seed_heads)
     run_id = _log_refit(tracker, job, final, bundle, scores, embedded, settings)
@@ -410,7 +410,7 @@ def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos, y:
         started = time.perf_counter()
         proba = bundle.predict_proba(embedded.arrays[entry.id])
         predict_seconds += time.perf_counter() - started
-        raw, post = bundle.decide(proba)
+        raw, post = bundle.decide(proba, video_fps(entry))
         videos.append(TestVideo(entry.id, y[entry.id], proba, raw, post, video_fps(entry)))
     per_video_pr_auc, pr_auc = video_pr_auc(videos)
     raw_metrics, post_metrics = _label_metrics(videos, pr_auc)
@@ -427,7 +427,7 @@ def _score_test(job: RefitJob, bundle: ModelBundle, embedded: EmbeddedVideos, y:
             seed_videos = []
             for v in videos:
                 proba = head.predict_proba(embedded.arrays[v.video_id])
-                raw, post = bundle.decide(proba)
+                raw, post = bundle.decide(proba, v.fps)
                 seed_videos.append(TestVideo(v.video_id, v.y, proba, raw, post, v.fps))
             per_seed.append(_label_metrics(seed_videos, video_pr_auc(seed_videos)[1])[0])
         for key in ("pr_auc_mean", "pr_auc_pooled", "f1", "precision", "recall"):
