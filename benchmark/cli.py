@@ -395,7 +395,9 @@ def _add_run(commands: Commands) -> None:
     run.add_argument("--heads", nargs="+", metavar="NAME", help="default: lstm tcn frame_mlp")
     run.add_argument("--n-trials", type=int, help="trial budget of each study, shared by every worker that joins it; "
                      "a rerun finishes what is missing (default: 2 built-in, 20 otherwise; grid: the whole grid)")
-    run.add_argument("--timeout", type=float, help="seconds per study before it stops starting trials")
+    run.add_argument("--timeout", type=float,
+                     help="time budget of each study in seconds: a trial still training at the deadline stops at "
+                          "its epoch's end and is handed back (retried by the next run)")
     run.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                      help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
     run.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,

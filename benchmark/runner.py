@@ -7,6 +7,7 @@ budget over default pairs, so a new user sees the whole product in minutes on a 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ..core.errors import ConfigError, DataError, WeightsError
+from ..core.errors import ConfigError, DataError, TimeBudgetReached, WeightsError
 from ..core.registry import check_names
-from ..core.stores import default_storage_url, default_tracking_uri
+from ..core.stores import default_storage_url, default_tracking_uri, redact
 from ..search_spaces.loader import SearchSpace, default_space_path, load_search_space
 from ..tracking.provenance import standard_tags
 from ..tracking.runs import Tracker
@@ -54,6 +55,7 @@ from .search import (
 from .workers import (
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
+    LoopResult,
     StaleTrialHandler,
     budget_state,
     install_stale_handler,
@@ -169,6 +171,28 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
                    tracking_uri=options.tracking_uri or default_tracking_uri(options.workdir))
 
 
+def _check_stores_agree(storage: Any, tracker: Tracker, plan: RunPlan) -> None:
+    """The Optuna study and the MLflow records of each pair must both exist or both be absent: with one
+    deleted (or another --storage / --tracking-uri) a run would report a used budget with nothing to show."""
+    studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    for behaviour in plan.behaviours:
+        recorded = tracker.recorded_pairs(behaviour)
+        for backbone in plan.backbones:
+            for head in plan.heads:
+                name = study_name(behaviour, backbone, head)
+                if studies.get(name, 0) and (backbone, head) not in recorded:
+                    raise ConfigError(
+                        f"{redact(plan.tracking_uri)}: no record of study {name}, which holds {studies[name]} trial(s) "
+                        f"in {redact(plan.storage_url)}: the stores disagree (mlflow.db deleted, or another "
+                        "--tracking-uri?); pass the --tracking-uri that recorded it, or start afresh in a new "
+                        "--workdir (or delete both stores)")
+                if name not in studies and (backbone, head) in recorded:
+                    raise ConfigError(
+                        f"{redact(plan.storage_url)}: no study {name}, though {redact(plan.tracking_uri)} records "
+                        "its search: the stores disagree (optuna.db deleted, or another --storage?); pass the "
+                        "--storage that ran it, or start afresh in a new --workdir (or delete both stores)")
+
+
 def _check_space(space: SearchSpace) -> None:
     """Every value a trial may draw must suit the head: `n_layers: 0` is refused now, not after embedding."""
     for params in space.extremes():
@@ -197,6 +221,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
     folds = leave_one_video_out(dataset)
     storage = open_storage(plan.storage_url, options.heartbeat)
     tracker = Tracker(plan.tracking_uri)
+    _check_stores_agree(storage, tracker, plan)
     for behaviour in plan.behaviours:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
@@ -323,8 +348,9 @@ def _run_pair(
     with pair:
         pair.log_params({"sampler": options.sampler, "search_space": str(job.space.source),
                          "n_folds": len(job.folds)})
+        deadline = None if options.timeout is None else time.monotonic() + options.timeout
         objective = make_objective(job.behaviour, job.head, job.space, job.data, job.folds, pair, options.seed,
-                                   progress, options.protocol)
+                                   progress, options.protocol, deadline)
         handler = storage.get_heartbeat_stale_trial_callback()
 
         def reseed(n_trials: int) -> None:
@@ -332,9 +358,14 @@ def _run_pair(
             # one process, and a resumed or parallel worker does not repeat the points others drew.
             study.sampler = make_sampler(options.sampler, job.space, options.seed + n_trials)
 
-        loop = run_trials(study, objective, budget, lock, handler, timeout=options.timeout, catch=(TrialFailed,),
-                          wait_for_others=wait_for_others, poll_seconds=options.heartbeat, on_wait=waiting,
-                          reseed=reseed)
+        try:
+            loop = run_trials(study, objective, budget, lock, handler, deadline=deadline, catch=(TrialFailed,),
+                              wait_for_others=wait_for_others, poll_seconds=options.heartbeat, on_wait=waiting,
+                              reseed=reseed)
+        except TimeBudgetReached as stopped:
+            progress.message(f"study {name}: --timeout {options.timeout:g} s reached; {stopped} and handed back "
+                             "(not counted: the next run retries it)")
+            loop = LoopResult()
         states = [t.state for t in study.get_trials(deepcopy=False)]
         outcome.complete = states.count(optuna.trial.TrialState.COMPLETE)
         outcome.pruned = states.count(optuna.trial.TrialState.PRUNED)

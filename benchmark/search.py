@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ..core.errors import ConfigError, MbrError
+from ..core.errors import ConfigError, MbrError, TimeBudgetReached
 from ..search_spaces.loader import SearchSpace
 from ..tracking.provenance import peak_rss_mb, reset_peak_rss
 from ..tracking.schema import (
@@ -279,8 +279,13 @@ def make_objective(
     seed: int,
     progress: SearchProgress,
     protocol: str = DEFAULT_PROTOCOL,
+    deadline: float | None = None,
 ) -> Callable[[Any], float]:
-    """The Optuna objective for one pair: CV mean PR-AUC of the suggested params, fully tracked."""
+    """The Optuna objective for one pair: CV mean PR-AUC of the suggested params, fully tracked.
+
+    Past `deadline` (a `time.monotonic()` value) a trial stops at the end of its current epoch with
+    TimeBudgetReached, so a time budget holds even for a trial that would train for an hour.
+    """
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
         trial_label = trial.number + 1
@@ -305,6 +310,9 @@ def make_objective(
 
                 def on_epoch(fold: Fold, epoch: int, logs: dict) -> None:
                     progress.epoch(trial_label, folds.index(fold) + 1, len(folds), epoch, logs)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
+                                                f"epoch {epoch + 1}")
 
                 cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds,
                                     protocol, on_fold, on_epoch)
@@ -329,7 +337,7 @@ def make_objective(
                 if not pruned and not math.isfinite(score):
                     raise TrialFailed(f"CV PR-AUC is {score}; no fold produced a score")
                 tracked.set_state(STATE_PRUNED if pruned else STATE_COMPLETE)
-            except (MbrError, KeyboardInterrupt):
+            except (MbrError, KeyboardInterrupt, TimeBudgetReached):
                 raise
             except Exception as error:
                 tracked.set_state(STATE_FAILED)

@@ -14,16 +14,18 @@ module adds what a lab needs on top of it:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, MbrError, TimeBudgetReached
 from ..core.files import exclusive_lock
 from ..core.process import process_alive, process_identity
 from ..core.stores import setup_lock, sqlite_path
@@ -234,27 +236,54 @@ class LoopResult:
     budget_reached: bool = False
 
 
+# Stops that are not the trial's fault: the trial is handed back (retried later) and mbr-bench says so
+# in one line, so Optuna's "Trial N failed" warning with its traceback is noise there.
+_HANDED_BACK = (KeyboardInterrupt, MbrError, TimeBudgetReached)
+
+
+class _HandedBackFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, _HANDED_BACK)
+
+
+@contextlib.contextmanager
+def _quiet_handed_back() -> Iterator[None]:
+    import optuna
+
+    # On the handlers: a logger's own filters do not see records its child loggers pass up to it.
+    handlers = list(optuna.logging.get_logger("optuna").handlers)
+    quiet = _HandedBackFilter()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
 def run_trials(
     study: Any,
     objective: Callable[[Any], float],
     budget: int | None,
     lock: Any,
     handler: Callable[[Any, Any], None] | None,
-    timeout: float | None = None,
+    deadline: float | None = None,
     catch: tuple[type[Exception], ...] = (),
     wait_for_others: bool = False,
     poll_seconds: float = HEARTBEAT_SECONDS,
     on_wait: Callable[[Budget], None] | None = None,
     reseed: Callable[[int], None] | None = None,
 ) -> LoopResult:
-    """Run trials of `study` until its budget is used (counting every worker's trials) or `timeout`.
+    """Run trials of `study` until its budget is used (counting every worker's trials) or `deadline`
+    (a `time.monotonic()` value) passes.
 
     With `wait_for_others`, a worker that finds the budget used but trials of other workers still
     running waits for them, so it can retry any whose worker dies. `reseed(n)` is called under the
     lock before each trial with the number of trials the study holds, a number no other claim gets.
     """
     result = LoopResult()
-    deadline = None if timeout is None else time.monotonic() + timeout
     current: dict[str, Any] = {}
 
     def claimed(trial: Any) -> float:
@@ -289,7 +318,8 @@ def run_trials(
             holding = False  # `claimed` releases it once the trial exists
             current.clear()
             try:
-                study.optimize(claimed, n_trials=1, catch=catch)
+                with _quiet_handed_back():
+                    study.optimize(claimed, n_trials=1, catch=catch)
             except BaseException:
                 # Ctrl-C or bad input stopped this process, not the trial: give it back to the
                 # study, as a dead worker's would be, so the next run retries it.

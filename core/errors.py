@@ -33,5 +33,9 @@ class WeightsError(MbrError):
     """Backbone weights that cannot be downloaded or loaded."""
 
 
+class TimeBudgetReached(Exception):
+    """`--timeout` ran out in the middle of a trial: the trial stops at an epoch's end and is handed back."""
+
+
 class CacheError(MbrError):
     """The embedding cache cannot be written (permissions, disk full)."""

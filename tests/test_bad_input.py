@@ -770,3 +770,21 @@ def test_a_really_full_disk_is_one_line_not_a_bus_error(dataset, tmp_path, small
     assert_one_error(done.returncode, done.stderr, cache, "disk full", "free space")
     left = [p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     assert left == [], left
+
+
+@pytest.mark.parametrize("lost", ["mlflow.db", "optuna.db"])
+def test_stores_that_disagree_are_named_before_any_work(dataset, cli, tmp_path, lost):
+    """One store deleted between two runs. The second run is a new process, as it is for a user:
+    MLflow keeps the engines of stores it opened, and a deleted SQLite file under them reads as read-only."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "work"
+    rc, err = cli(*run_argv(dataset, workdir))
+    assert rc == 0, err
+    (workdir / lost).unlink()
+    done = subprocess.run([sys.executable, "-m", "mbr_bench.benchmark.cli", *map(str, run_argv(dataset, workdir))],
+                          capture_output=True, text=True, timeout=300)
+    named = "mlflow.db" if lost == "mlflow.db" else "optuna.db"
+    assert_one_error(done.returncode, done.stderr, f"sqlite:///{(workdir / named).resolve()}", "the stores disagree",
+                     f"{lost} deleted", "afresh")

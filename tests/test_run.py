@@ -161,3 +161,78 @@ def test_builtin_default_builds_its_data_once_and_skips_a_cnn_without_weights(tm
     captured = capsys.readouterr()
     assert "writing the built-in synthetic open field" not in captured.err
     assert "1 finished, 0 running trial(s) of 2" in captured.err
+
+
+@pytest.mark.slow
+def test_timeout_stops_a_running_trial_and_hands_it_back(tiny_dataset, tmp_path):
+    """A trial that would train for a quarter of an hour, under --timeout 4: stopped at an epoch's end,
+    handed back (failed, with a waiting retry that carries its parameters), in one line, no traceback."""
+    import subprocess
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    path = tiny_dataset(n_frames=60)
+    space = tmp_path / "endless.yaml"
+    space.write_text("frame_mlp: {units: 8, sequence_length: 30, batch_size: 8, max_epochs: 100000, patience: 100000,"
+                     " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
+    workdir = tmp_path / "w"
+    argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
+            "--n-trials", "3", "--workdir", str(workdir), "--search-space", str(space), "--timeout", "4"]
+    # A guard against a hang, not a speed test: without the hard budget the trial trains for about 20 min.
+    done = subprocess.run([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "failed with parameters" not in done.stderr, done.stderr[-2000:]
+    stopped = [line for line in done.stderr.splitlines() if "--timeout 4 s reached" in line]
+    assert len(stopped) == 1 and "trial 1 stopped at fold 1, epoch" in stopped[0] and "handed back" in stopped[0]
+
+    study = optuna.load_study(study_name="rearing/pose+frame_mlp", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mbr-bench/rearing")
+    assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    trials = client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'trial'")
+    assert [run.info.status for run in trials] == ["KILLED"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_trial_ends_in_one_line(tiny_dataset, tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    path = tiny_dataset(n_frames=60)
+    space = tmp_path / "endless.yaml"
+    space.write_text("frame_mlp: {units: 8, sequence_length: 30, batch_size: 8, max_epochs: 100000, patience: 100000,"
+                     " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
+    workdir = tmp_path / "w"
+    argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
+            "--n-trials", "1", "--workdir", str(workdir), "--search-space", str(space), "--no-progress"]
+    run = subprocess.Popen([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        running = 0
+        while not running and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(workdir / "optuna.db") as db:
+                    running = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+            except sqlite3.Error:
+                continue
+        assert running, "the trial never started"
+        time.sleep(1)  # inside the epochs
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "failed with parameters" not in err, err[-3000:]
+    assert err.splitlines()[-1].startswith("mbr-bench: interrupted"), err[-2000:]

@@ -40,7 +40,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 from optuna.exceptions import TrialPruned
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, TimeBudgetReached
 from ..core.process import process_alive, process_identity
 from ..core.stores import setup_lock
 from .figures import (
@@ -205,7 +205,7 @@ class _Run:
     def _exit_status(self, exc: BaseException | None) -> str:
         if exc is None:
             return FINISHED
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, (KeyboardInterrupt, TimeBudgetReached)):  # stopped from outside, not failed
             return KILLED
         return FAILED
 
@@ -531,6 +531,14 @@ class Tracker:
             order_by=["attributes.start_time ASC"],
         )
         return runs[0] if runs else None
+
+    def recorded_pairs(self, behaviour: str) -> set[tuple[str, str]]:
+        """(backbone, head) of every pair run in the behaviour's experiment; creates nothing."""
+        experiment = self.client.get_experiment_by_name(experiment_name(behaviour))
+        if experiment is None:
+            return set()
+        runs = search_all(self.client, [experiment.experiment_id], f"tags.`{TAG_KIND}` = '{KIND_PAIR}'")
+        return {(run.data.tags.get(TAG_BACKBONE, ""), run.data.tags.get(TAG_HEAD, "")) for run in runs}
 
     def pair_run(self, behaviour: str, backbone: str, head: str, tags: dict[str, str] | None = None) -> PairRun:
         """Open the parent run ``<backbone>+<head>``: the existing one when the study is resumed, else a new one.
