@@ -27,9 +27,10 @@ demo: setup
 	$(BIN)/mbr-bench run --study wall_rearing --workdir $(WORKDIR)
 	$(BIN)/mbr-bench leaderboard --study wall_rearing --workdir $(WORKDIR)
 
+# --durations: the slowest tests, so that a slow CI run says where its time went.
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: setup
 	$(BIN)/lint-imports

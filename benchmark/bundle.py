@@ -66,6 +66,9 @@ class ModelBundle:
     motion: dict[str, Any] = field(default_factory=dict)  # the dataset's motion: settings
     backbone_state: dict[str, np.ndarray] = field(default_factory=dict)  # a fused backbone's scaling
     postprocess_fps: float | None = None  # the rate the post-processing sizes are in frames of (None: any)
+    # The training videos' mouse for an image backbone's crops: length_px, measured_by, resolution [w, h]
+    animal: dict[str, Any] = field(default_factory=dict)
+    bodyparts: tuple[str, ...] = ()  # the pose features' parts (after rename / ignore); () when unknown
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -122,12 +125,13 @@ class ModelBundle:
             "backbone": {"name": self.backbone, "weights": self.weights, "config": to_jsonable(self.backbone_config)},
             "crop": {"mode": self.crop.mode, "size": self.crop.size, "centre": list(self.crop.centre),
                      "min_likelihood": self.crop.min_likelihood},
-            "pose": {"heading": list(self.heading), "individual": self.individual,
+            "pose": {"heading": list(self.heading), "individual": self.individual, "bodyparts": list(self.bodyparts),
                      "rename": dict(self.parts.rename), "ignore": list(self.parts.ignore)},
             "motion": dict(self.motion),
             "heads": [{"name": head.name, "folder": folder} for head, folder in zip(self.heads, self._folders())],
             "decision": {"threshold": float(self.threshold), "rule": self.threshold_rule,
                          "postprocess": self.postprocess.to_dict(), "fps": self.postprocess_fps},
+            "animal": to_jsonable(self.animal),
             "info": to_jsonable(self.info),
         }
 
@@ -206,6 +210,8 @@ def load_bundle(folder: str | Path) -> ModelBundle:
                             tuple(spec["pose"].get("ignore") or ())),
             motion=dict(spec.get("motion") or {}),
             postprocess_fps=None if postprocess_fps is None else float(postprocess_fps),
+            animal=_animal(spec.get("animal") or {}),
+            bodyparts=tuple(str(part) for part in spec["pose"].get("bodyparts") or ()),
         )
         if (folder / BACKBONE_STATE_FILE).is_file():
             with np.load(folder / BACKBONE_STATE_FILE) as state:
@@ -219,6 +225,23 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             raise DataError(f"{path}: names head '{name}' but {folder / head_folder} holds a '{head.name}' head; "
                             "export the model again with `mbr-bench leaderboard`")
     return bundle
+
+
+def _animal(raw: Any) -> dict[str, Any]:
+    """The bundle's `animal` record, checked: a positive length, how it was measured, a resolution."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"animal must be a mapping, got {type(raw).__name__}")
+    if not raw:
+        return {}
+    length, how, resolution = raw.get("length_px"), raw.get("measured_by"), raw.get("resolution")
+    if isinstance(length, bool) or not isinstance(length, (int, float)) or not 0 < length < 1e5:
+        raise ValueError(f"animal.length_px must be a positive number of pixels, got {length!r}")
+    if not isinstance(how, str) or not how:
+        raise ValueError(f"animal.measured_by must name how the length was measured, got {how!r}")
+    if resolution is not None and (not isinstance(resolution, list) or len(resolution) != 2
+                                   or not all(isinstance(v, int) and v > 0 for v in resolution)):
+        raise ValueError(f"animal.resolution must be [width, height] in pixels, got {resolution!r}")
+    return {"length_px": float(length), "measured_by": how, "resolution": resolution}
 
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")

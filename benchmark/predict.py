@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,12 @@ from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
 from ..core.files import atomic_output
+from .backbones import part_kinds
 from .bundle import ModelBundle
+from .data.crops import MIN_CROP_SIZE, CropSettings
 from .data.manifest import VideoEntry
 from .data.video import count_frames, probe_video
+from .features.animal_size import RESCALE_ABOVE, measure_animal
 from .features.cache import EmbeddingCache
 from .pair_inputs import embed_videos
 
@@ -74,6 +78,7 @@ class _Job:
     n_frames: int  # from the container header; checked against the embeddings
     fps: float
     csv: Path
+    resolution: tuple[int, int] = (0, 0)  # width, height
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,7 +293,7 @@ def _plan(options: PredictOptions, videos: list[Path], needs_pose: bool) -> list
             )
         info = probe_video(video)
         jobs.append(_Job(VideoEntry(id=video.stem, video=video, pose=found, fps=info.fps),
-                         info.n_frames, info.fps, out_dir / f"{video.stem}.csv"))
+                         info.n_frames, info.fps, out_dir / f"{video.stem}.csv", (info.width, info.height)))
     # A CSV must never replace a file it reads, e.g. <stem>.csv pose files with --out on their folder.
     read = {p.resolve(): p for job in jobs for p in (job.entry.video, job.entry.pose) if p is not None}
     for job in jobs:
@@ -312,9 +317,59 @@ def _writable_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictOptions) -> tuple[np.ndarray, int]:
+def _check_parts(bundles: list[ModelBundle], jobs: list[_Job]) -> None:
+    """Each pose file must hold the body parts a model's pose features were trained on; checked before any work."""
+    for bundle in bundles:
+        if not bundle.bodyparts or "pose" not in part_kinds(bundle.backbone):
+            continue
+        for job in jobs:
+            if job.entry.pose is None:
+                continue
+            parts = bundle.dataset_for([job.entry], where=job.entry.video.parent).read_pose(job.entry).bodyparts
+            if set(parts) != set(bundle.bodyparts):
+                extra = sorted(set(parts) - set(bundle.bodyparts))
+                missing = sorted(set(bundle.bodyparts) - set(parts))
+                raise DataError(
+                    f"{job.entry.pose}: body parts differ from the {bundle.behaviour} model's (extra: "
+                    f"{', '.join(extra) or 'none'}; missing: {', '.join(missing) or 'none'}); export the pose with "
+                    f"the model's parts ({', '.join(bundle.bodyparts)}), or train with pose.ignore / pose.rename "
+                    "in dataset.yaml so that both match")
+
+
+def matched_crop(bundle: ModelBundle, job: _Job, cache: EmbeddingCache) -> tuple[CropSettings, str | None]:
+    """The bundle's crop for this video, scaled so that the mouse fills it as in the training videos,
+    and a line saying so (None when unchanged). DataError when the scale cannot be matched."""
+    trained = bundle.animal
+    if not trained or bundle.crop.mode == "full":
+        return bundle.crop, None
+    video, length = job.entry.video, trained["length_px"]
+    size = measure_animal(bundle.dataset_for([job.entry], where=video.parent), job.entry, cache)
+    if size is None or size.measured_by != trained["measured_by"]:
+        expected = trained.get("resolution")
+        if expected is None or list(job.resolution) == list(expected):
+            return bundle.crop, None
+        raise DataError(
+            f"{video}: a {job.resolution[0]}x{job.resolution[1]} video, the model's training videos were "
+            f"{expected[0]}x{expected[1]}, and the mouse cannot be measured here ({trained['measured_by']}) to "
+            f"match its size; give a pose file that tracks {' and '.join(bundle.heading)}, or resize the video to "
+            f"{expected[0]}x{expected[1]}")
+    ratio = size.length_px / length
+    if abs(ratio - 1) <= RESCALE_ABOVE:
+        return bundle.crop, None
+    if not 0.2 <= ratio <= 5:
+        raise DataError(f"{video}: the mouse measures {size.length_px:.0f} px ({size.measured_by}), {ratio:.2f}x the "
+                        f"training videos' {length:.0f} px, too far to match by scaling crops; check the pose file, "
+                        "or train on videos from this camera")
+    scaled = replace(bundle.crop, size=max(MIN_CROP_SIZE, round(bundle.crop.size * ratio)))
+    return scaled, (f"{video}: the mouse is {ratio:.2f}x its size in the training videos ({size.measured_by} "
+                    f"{size.length_px:.0f} px vs {length:.0f} px); crops of {scaled.size} px instead of "
+                    f"{bundle.crop.size} to match")
+
+
+def _embeddings(bundle: ModelBundle, backbone: Any, job: _Job, options: PredictOptions,
+                crop: CropSettings) -> tuple[np.ndarray, int]:
     """(frames, dim) memory-mapped embeddings of the video and the number of frames computed now."""
-    dataset = bundle.dataset_for([job.entry], where=job.entry.video.parent)
+    dataset = replace(bundle.dataset_for([job.entry], where=job.entry.video.parent), crop=crop)
     embedded = embed_videos(dataset, backbone, options.cache, [job.entry.id], batch_size=options.batch_size,
                             progress=options.progress)
     X = embedded.arrays[job.entry.id]
@@ -354,14 +409,22 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
         key: bundles[members[0]].build_backbone(bundles[members[0]].dataset_for([first], where=first.video.parent))
         for key, members in groups.items()
     }
+    _check_parts(bundles, jobs)
+    # The crop of every (recipe, video), scaled to the mouse's size: a video that cannot be matched fails here.
+    crops: dict[tuple[str, int], CropSettings] = {}
+    for number, job in enumerate(jobs):
+        for key, members in groups.items():
+            crops[key, number], said = matched_crop(bundles[members[0]], job, options.cache)
+            if said:
+                print(f"mbr-bench: {said}", file=sys.stderr, flush=True)
     outcomes = []
-    for job in tqdm(jobs, desc="predict", unit="video", disable=not options.progress):
+    for number, job in enumerate(tqdm(jobs, desc="predict", unit="video", disable=not options.progress)):
         started = time.perf_counter()
         probabilities: list[np.ndarray | None] = [None] * len(bundles)
         labels: list[np.ndarray | None] = [None] * len(bundles)
         n_frames, computed = job.n_frames, 0
         for key, members in groups.items():
-            X, computed_now = _embeddings(bundles[members[0]], backbones[key], job, options)
+            X, computed_now = _embeddings(bundles[members[0]], backbones[key], job, options, crops[key, number])
             n_frames, computed = len(X), computed + computed_now
             for index in members:
                 proba = bundles[index].predict_proba(X)

@@ -36,6 +36,7 @@ from ..tracking.schema import (
 )
 from .backbones import build_backbone, check_backbone_names, part_kinds
 from .cv import leave_one_video_out, select_folds
+from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
 from .data.synthetic import generate
 from .features.cache import EmbeddingCache, default_cache_dir
@@ -158,6 +159,8 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     check_names("--heads", "head", heads, HEADS.list())
     for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
         require_inputs(dataset, name)
+    if any("pose" in part_kinds(name) for name in backbones):  # pose features must mean the same columns
+        check_pose_parts(dataset)
     space_path = options.search_space
     if space_path is None and demo:
         space_path = default_space_path("demo")

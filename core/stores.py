@@ -62,9 +62,17 @@ def default_artifact_root(tracking_uri: str) -> str | None:
 _CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s]*@(?=[^@\s/]*(?:[/?#\s]|$))")
 
 
+# Passwords in the examples of our own messages ("postgresql://user:password@host/db") stay readable.
+_PLACEHOLDERS = {"password", "pass", "<password>"}
+
+
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by ``***``: the one helper for messages and logs."""
-    return _CREDENTIALS.sub(lambda match: f"{match['head']}***@", text)
+    def hide(match: re.Match) -> str:
+        secret = match[0][len(match["head"]):-1]
+        return match[0] if secret.lower() in _PLACEHOLDERS else f"{match['head']}***@"
+
+    return _CREDENTIALS.sub(hide, text)
 
 
 @contextlib.contextmanager

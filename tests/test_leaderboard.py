@@ -292,7 +292,14 @@ def test_the_threshold_never_reads_the_test_set(searched, board, tmp_path, capsy
 
 
 def test_leaderboard_without_a_search_is_a_one_line_error(tmp_path, capsys):
+    from mbr_bench.tracking.runs import Tracker
+
     argv = ["leaderboard", "--study", "grooming", "--workdir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no mlflow.db here" in err and "mbr-bench run" in err
+    assert not (tmp_path / "mlflow.db").exists()  # a mistyped --workdir gets no empty store
+    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a store in which no search ran
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no search for behaviour 'grooming'" in err and "mbr-bench run" in err

@@ -76,6 +76,13 @@ def test_a_different_part_set_fails_check_in_one_line(tmp_path, capsys):
     assert "only in v0.csv: LED" in message and "only in v1.csv: none" in message and "pose.ignore" in message
     assert main(["dataset", "check", str(manifest)]) == 2
     assert "pose.rename" in capsys.readouterr().err
+    # `run` refuses it too, before embedding anything (it need not have been checked first)
+    workdir = tmp_path / "work"
+    assert main(["run", "--study", "grooming", "--dataset", str(manifest), "--backbones", "pose", "--heads",
+                 "frame_mlp", "--workdir", str(workdir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "v1.csv: body parts differ from" in err, err
+    assert not (workdir / "cache").exists()
 
 
 def test_a_rename_onto_an_existing_part_is_refused(tmp_path):

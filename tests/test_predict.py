@@ -331,6 +331,25 @@ def test_an_out_folder_that_cannot_be_written_fails_before_anything_is_embedded(
     assert not cache.root.exists()
 
 
+def test_a_pose_file_with_other_body_parts_fails_before_anything_is_embedded(trained, tmp_path):
+    """An LED point tracked in the new recordings only: named, with the parts, before any embedding."""
+    bundle = replace(trained.bundles["grooming"], bodyparts=read_pose(trained.test.pose).bodyparts)
+    bundle = load_bundle(bundle.save(tmp_path / "model"))
+    lines = trained.test.pose.read_text().splitlines()
+    extra = [lines[0] + ",DLC,DLC,DLC", lines[1] + ",LED,LED,LED", lines[2] + ",x,y,likelihood"]
+    extra += [line + ",5.0,5.0,0.99" for line in lines[3:]]
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(trained.test.video, new / "ofs03.mp4")
+    (new / "ofs03.csv").write_text("\n".join(extra) + "\n")
+    cache = EmbeddingCache(tmp_path / "cache")
+    with pytest.raises(DataError, match=r"ofs03\.csv: body parts differ from the grooming model's "
+                                         r"\(extra: LED; missing: none\).*pose.ignore") as error:
+        _predict(trained, [new], tmp_path / "out", cache, bundles=(bundle,))
+    assert "\n" not in str(error.value)
+    assert not cache.root.exists()
+
+
 def test_a_pose_file_of_the_wrong_length_is_a_data_error(trained, tmp_path):
     new = tmp_path / "new"
     new.mkdir()

@@ -198,10 +198,27 @@ def _fits(entry: VideoEntry, dataset: Dataset, n_frames: int, fps: float) -> boo
     return True
 
 
+def check_pose_parts(dataset: Dataset) -> None:
+    """DataError when a pose file lacks the crop.centre or pose.heading parts, or when the pose files end up
+    with different body parts; `run` calls it before embedding anything for a pose backbone."""
+    with_pose = []
+    for entry in dataset.videos:
+        if entry.pose is None:
+            continue
+        pose = dataset.read_pose(entry)
+        require_parts(pose, dataset.crop.centre, "crop.centre")
+        require_parts(pose, dataset.heading, "pose.heading (back part, front part)")
+        with_pose.append((entry, pose.bodyparts))
+    _same_parts(with_pose)
+
+
 def _check_same_parts(dataset: Dataset, report: DatasetReport) -> None:
+    _same_parts([(dataset.video(v.id), v.bodyparts) for v in report.videos if v.bodyparts])
+
+
+def _same_parts(with_pose: list[tuple[VideoEntry, tuple[str, ...]]]) -> None:
     """DataError when pose files of one dataset end up with different body parts (after rename/ignore):
     the pose features of their videos would not mean the same columns."""
-    with_pose = [(dataset.video(v.id), v.bodyparts) for v in report.videos if v.bodyparts]
     if not with_pose:
         return
     first, parts = with_pose[0]

@@ -78,11 +78,14 @@ from ...tracking.schema import (
     prediction_artifact,
     with_prefix,
 )
-from ..backbones import build_backbone
+from ..backbones import build_backbone, part_kinds
 from ..bouts import bout_metrics
 from ..bundle import ModelBundle
 from ..cv import leave_one_video_out
 from ..data.manifest import Dataset, VideoEntry, load_dataset
+from ..data.video import probe_video
+from ..features.animal_size import measure_animal, typical_size
+from ..features.cache import EmbeddingCache
 from ..features.embed import video_fps
 from ..features.sequences import sample_weights
 from ..heads import HEADS
@@ -313,6 +316,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
         threshold_rule=final.decision.rule, postprocess=final.decision.postprocess, info={},
         parts=dataset.parts, motion=dataset.motion,
         backbone_state=backbone.state() if hasattr(backbone, "state") else {}, postprocess_fps=final.decision.fps,
+        animal=_training_animal(dataset, job, cache), bodyparts=_training_parts(dataset, job),
     )
     scores = _score_test(job, bundle, embedded, y, final.seed_heads)
     run_id = _log_refit(tracker, job, final, bundle, scores, embedded, settings)
@@ -348,6 +352,29 @@ def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Dataset:
         raise DataError(f"{dataset.path}: the training videos changed since the search (hash {now}, searched "
                         f"{searched}); pass --dataset with the searched version, or run the search again")
     return dataset
+
+
+def _training_parts(dataset: Dataset, job: RefitJob) -> tuple[str, ...]:
+    """The body parts pose features were computed from (one set per dataset: `dataset check` sees to it)."""
+    with_pose = [entry for entry in job.train if entry.pose is not None]
+    if "pose" not in part_kinds(job.backbone) or not with_pose:
+        return ()
+    return dataset.read_pose(with_pose[0]).bodyparts
+
+
+def _training_animal(dataset: Dataset, job: RefitJob, cache: EmbeddingCache) -> dict[str, Any]:
+    """The mouse's size in the training videos, for an image backbone's crops (see features.animal_size)."""
+    if "image" not in part_kinds(job.backbone):
+        return {}
+    size = typical_size([measure_animal(dataset, entry, cache) for entry in job.train])
+    if size is None:
+        return {}
+    first = next((entry.video for entry in job.train if entry.video is not None), None)
+    resolution = None
+    if first is not None:
+        info = probe_video(first)
+        resolution = [info.width, info.height]
+    return {**size.to_dict(), "resolution": resolution}
 
 
 def _decision_rule(y_folds: list[np.ndarray], p_folds: list[np.ndarray], rule: str, train: list[VideoEntry]
