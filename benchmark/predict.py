@@ -397,7 +397,7 @@ def predict_videos(options: PredictOptions) -> list[VideoOutcome]:
         raise ConfigError("no video to predict; pass video files or folders of videos")
     _check_stems(videos)
     jobs = _plan(options, videos, needs_pose=any(bundle.needs_pose() for bundle in bundles))
-    out_dir = _writable_out_dir(Path(options.out_dir).expanduser())  # before any embedding
+    _writable_out_dir(Path(options.out_dir).expanduser())  # before any embedding; the CSV paths are in `jobs`
 
     # One backbone per distinct recipe; built before any embedding, so a model whose backbone
     # cannot be rebuilt fails before anything is written.
