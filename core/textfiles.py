@@ -40,5 +40,5 @@ def check_text_file(path: str | Path, what: str, missing_fix: str) -> str:
         line = data[: error.start].count(b"\n") + 1
         raise DataError(
             f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}, perhaps Latin-1 or Windows-1252); "
-            f"save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > fixed.csv"
+            f"save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}"
         ) from None
