@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from ..core.errors import ConfigError, DataError
 from ..core.jsonio import to_jsonable
+from ..core.stores import redact
 from ..tracking.queries import (  # the queries module quiets MLflow's download bars
     MlflowClient,
     quote_filter_value,
@@ -284,17 +285,20 @@ def resolve_bundle(model: str, tracking_uri: str, download_root: Path) -> ModelB
 def _registered_run_id(client: Any, model: str, tracking_uri: str) -> str:
     name, _, version = model.partition("/")
     try:
-        if version:
-            found = client.get_model_version(name, version)
-        else:
-            versions = client.search_model_versions(f"name = {quote_filter_value(name)}")
-            if not versions:
-                raise MlflowException(f"no registered model {name!r}")
-            found = max(versions, key=lambda v: int(v.version))
+        versions = client.search_model_versions(f"name = {quote_filter_value(name)}")
     except MlflowException:
+        versions = []
+    if not versions:
         raise DataError(
-            f"--model {model}: not a folder, not a run id, and no registered model of that name in {tracking_uri}; "
-            "pass a model folder, a refit run id, or e.g. mbr-bench.wall_rearing (registered by `mbr-bench "
-            "leaderboard`)"
-        ) from None
+            f"--model {model}: not a folder, not a run id, and no registered model {name!r} in "
+            f"{redact(tracking_uri)}; pass a model folder, a refit run id, or e.g. mbr-bench.wall_rearing "
+            "(registered by `mbr-bench leaderboard`)")
+    if not version:
+        return str(max(versions, key=lambda v: int(v.version)).run_id)
+    found = [v for v in versions if str(v.version) == version]
+    if not found:
+        known = ", ".join(sorted((str(v.version) for v in versions), key=int))
+        raise DataError(f"--model {model}: {name} has no version {version}; its versions: {known}; pass one of "
+                        f"them, or {name} alone for the latest")
+    found = found[0]
     return str(found.run_id)

@@ -413,6 +413,11 @@ def _missing(key: str, path: str) -> Callable[[dict], None]:
                      id="no-test-video"),
         pytest.param(lambda m: m["videos"][0].update(split="validation"), ["split 'validation'"],
                      id="unknown-split"),
+        pytest.param(lambda m: m.update(pose={"heading": {"back": "tailbase"}}), ["pose.heading is {'back'", "two body parts"],
+                     id="heading-a-mapping"),
+        pytest.param(lambda m: m.update(pose={"individual": ["mouse1"]}), ["pose.individual is ['mouse1'], not a name"],
+                     id="individual-a-list"),
+        pytest.param(lambda m: m["videos"][0].update(id={"a": 1}), ["id is {'a': 1}, not a name"], id="id-a-mapping"),
     ],
 )
 def test_bad_manifest(dataset, cli, change, fragments):
@@ -788,3 +793,136 @@ def test_stores_that_disagree_are_named_before_any_work(dataset, cli, tmp_path, 
     named = "mlflow.db" if lost == "mlflow.db" else "optuna.db"
     assert_one_error(done.returncode, done.stderr, f"sqlite:///{(workdir / named).resolve()}", "the stores disagree",
                      f"{lost} deleted", "afresh")
+
+
+def test_a_registered_model_without_that_version_names_the_versions(dataset, cli, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("models"))
+    client.create_registered_model("mbr-bench.rearing")
+    client.create_model_version("mbr-bench.rearing", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    video = files(dataset)[0]
+    assert_one_error(*cli("predict", "--model", "mbr-bench.rearing/7", "--tracking-uri", uri, video),
+                     "--model mbr-bench.rearing/7", "has no version 7; its versions: 1", "alone for the latest")
+    assert_one_error(*cli("predict", "--model", "mbr-bench.sniffing", "--tracking-uri", uri, video),
+                     "--model mbr-bench.sniffing", "no registered model 'mbr-bench.sniffing'", "refit run id")
+
+
+# ----------------------------------------------------------------------- predict with a saved model
+def _tiny_bundle(manifest: Path, folder: Path) -> Path:
+    """A pose model of the tiny dataset, saved as `predict --model FOLDER` reads it (a few seconds)."""
+    from mbr_bench.benchmark.backbones import build_backbone
+    from mbr_bench.benchmark.bundle import ModelBundle
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.features.sequences import sample_weights
+    from mbr_bench.benchmark.heads import HEADS
+    from mbr_bench.benchmark.postprocess import PostProcess
+
+    data = load_dataset(manifest)
+    backbone = build_backbone("pose", data)
+    train = data.split("train")[0]
+    pose = data.read_pose(train)
+    X = backbone.embed_pose(pose, 10.0)
+    y = np.zeros(len(X), np.int8)
+    y[5:15] = 1
+    head = HEADS.build("frame_mlp", units=8, sequence_length=30, max_epochs=2, patience=1, batch_size=8)
+    head.fit([X], [y], sample_weights([y]))
+    return ModelBundle(behaviour=BEHAVIOUR, backbone="pose", weights="none", backbone_config=backbone.describe(),
+                       crop=data.crop, heading=data.heading, individual=None, heads=[head], threshold=0.5,
+                       threshold_rule="max_f1", postprocess=PostProcess(), bodyparts=pose.bodyparts,
+                       postprocess_fps=10.0).save(folder)
+
+
+def _edit_bundle(folder: Path, change: Callable[[dict], None]) -> None:
+    import json
+
+    spec = json.loads((folder / "bundle.json").read_text())
+    change(spec)
+    (folder / "bundle.json").write_text(json.dumps(spec))
+
+
+def _add_led(pose: Path) -> None:
+    lines = pose.read_text().splitlines()
+    lines[:3] = [lines[0] + ",DLC,DLC,DLC", lines[1] + ",LED,LED,LED", lines[2] + ",x,y,likelihood"]
+    pose.write_text("\n".join(lines[:3] + [line + ",5.0,5.0,0.99" for line in lines[3:]]) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "blamed", "fragments"),
+    [
+        pytest.param(lambda d, m, o: _edit_bundle(m, lambda s: s["decision"].update(threshold=float("nan"))),
+                     "bundle", ["threshold must be a number in [0, 1], got nan"], id="nan-threshold"),
+        pytest.param(lambda d, m, o: _edit_bundle(m, lambda s: s["heads"][0].update(name="tcn")),
+                     "bundle", ["names head 'tcn'", "holds a 'frame_mlp' head"], id="head-name-mismatch"),
+        pytest.param(lambda d, m, o: _add_led(files(d, "t2")[1]), "pose",
+                     ["body parts differ from the rearing model's (extra: LED; missing: none)", "pose.ignore"],
+                     id="pose-with-an-extra-part"),
+        pytest.param(lambda d, m, o: o.parent.write_text("a file\n"), "out",
+                     ["cannot write predictions there", "writable --out"], id="out-under-a-file"),
+    ],
+)
+def test_predict_refuses_before_any_embedding(dataset, cli, tmp_path, spoil, blamed, fragments):
+    model = _tiny_bundle(dataset, tmp_path / "model")
+    out = tmp_path / "blocker" / "out"
+    spoil(dataset, model, out)
+    video, pose, _ = files(dataset, "t2")
+    workdir = tmp_path / "work"
+    blamed_path = {"bundle": model / "bundle.json", "pose": pose, "out": out}[blamed]
+    assert_one_error(*cli("predict", "--model", model, video, "--pose", pose, "--out", out, "--workdir", workdir,
+                          "--no-progress"), blamed_path, *fragments)
+    assert not (workdir / "cache").exists()
+
+
+def _image_bundle(manifest: Path, folder: Path, animal: dict) -> Path:
+    """An untrained-weights mobilenet_v2 model with a recorded mouse size: predict checks the camera
+    before it embeds anything, so these weights never run."""
+    from mbr_bench.benchmark.backbones import build_backbone
+    from mbr_bench.benchmark.bundle import ModelBundle
+    from mbr_bench.benchmark.data.manifest import load_dataset
+    from mbr_bench.benchmark.features.sequences import sample_weights
+    from mbr_bench.benchmark.heads import HEADS
+    from mbr_bench.benchmark.postprocess import PostProcess
+
+    data = load_dataset(manifest)
+    backbone = build_backbone("mobilenet_v2", data, weights="none")
+    X = np.random.default_rng(0).normal(size=(40, 1280)).astype(np.float32)
+    y = (np.arange(40) % 10 < 3).astype(np.int8)
+    head = HEADS.build("frame_mlp", units=4, sequence_length=20, max_epochs=1, patience=1, batch_size=8)
+    head.fit([X], [y], sample_weights([y]))
+    return ModelBundle(behaviour=BEHAVIOUR, backbone="mobilenet_v2", weights="none",
+                       backbone_config=backbone.describe(), crop=data.crop, heading=data.heading, individual=None,
+                       heads=[head], threshold=0.5, threshold_rule="max_f1", postprocess=PostProcess(),
+                       animal=animal).save(folder)
+
+
+def _nan_heading(pose: Path) -> None:
+    """Blank the tailbase columns: the mouse's length cannot be measured in this file."""
+    lines = pose.read_text().splitlines()
+    parts = lines[1].split(",")
+    blank = {k for k, part in enumerate(parts) if part == "tailbase"}
+    rows = [",".join("" if k in blank else cell for k, cell in enumerate(line.split(","))) for line in lines[3:]]
+    pose.write_text("\n".join(lines[:3] + rows) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("animal", "spoil", "fragments"),
+    [
+        pytest.param({"length_px": 0.5, "measured_by": "pose tailbase->snout", "resolution": [64, 64]}, None,
+                     ["the training videos' 0 px, too far to match by scaling crops", "this camera"],
+                     id="mouse-far-larger-than-in-training"),
+        pytest.param({"length_px": 30.0, "measured_by": "pose tailbase->snout", "resolution": [640, 480]},
+                     _nan_heading, ["a 64x64 video, the model's training videos were 640x480", "cannot be measured",
+                                    "resize the video to 640x480"], id="unmeasurable-at-another-resolution"),
+    ],
+)
+def test_predict_refuses_a_camera_it_cannot_match(dataset, cli, tmp_path, animal, spoil, fragments):
+    model = _image_bundle(dataset, tmp_path / "model", animal)
+    video, pose, _ = files(dataset, "t2")
+    if spoil is not None:
+        spoil(pose)
+    workdir = tmp_path / "work"
+    assert_one_error(*cli("predict", "--model", model, video, "--pose", pose, "--out", tmp_path / "out",
+                          "--workdir", workdir, "--no-progress"), video, *fragments)
+    assert not list((workdir / "cache").rglob("*.npy"))

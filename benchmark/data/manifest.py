@@ -316,9 +316,15 @@ def load_dataset(path: str | Path) -> Dataset:
     pose_cfg = raw.get("pose") or {}
     if not isinstance(pose_cfg, dict) or set(pose_cfg) - _POSE_KEYS:
         raise _fail(manifest, f"pose: must be a mapping with keys {sorted(_POSE_KEYS)}", "fix the pose: section")
-    heading = tuple(str(p) for p in _as_list(pose_cfg.get("heading", ["tailbase", "snout"])))
+    raw_heading = pose_cfg.get("heading", ["tailbase", "snout"])
+    if not isinstance(raw_heading, (list, str)):
+        raise _fail(manifest, f"pose.heading is {_shown(raw_heading)}", "name two body parts, e.g. heading: [tailbase, snout]")
+    heading = tuple(_name(manifest, "a pose.heading part", p) for p in _as_list(raw_heading))
     if len(heading) != 2:
         raise _fail(manifest, f"pose.heading must name two body parts (back, front), got {list(heading)}", "e.g. heading: [tailbase, snout]")
+    individual = pose_cfg.get("individual")
+    if individual is not None:
+        individual = _name(manifest, "pose.individual", individual)
     return Dataset(
         path=manifest.resolve(),
         name=_name(manifest, "name", raw.get("name") or manifest.parent.name),
@@ -326,7 +332,7 @@ def load_dataset(path: str | Path) -> Dataset:
         videos=videos,
         crop=crop,
         heading=(heading[0], heading[1]),
-        individual=pose_cfg.get("individual"),
+        individual=individual,
         parts=_part_names(manifest, pose_cfg),
         motion=_motion(manifest, raw.get("motion")),
     )
