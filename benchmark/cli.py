@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import ConfigError, MbrError
-from ..core.stores import MLFLOW_DB, redact, sqlite_url
+from ..core.stores import MLFLOW_DB, default_tracking_uri, redact
 from .options import DEFAULT_FINAL, DEFAULT_PROTOCOL, FINAL_KINDS, PROTOCOLS, SAMPLERS
 from .workers import HEARTBEAT_SECONDS
 
@@ -33,7 +33,7 @@ def _existing_store(args: argparse.Namespace) -> str:
     if not store.is_file():
         problem = "no such work directory" if not workdir.is_dir() else f"no {MLFLOW_DB} here: nothing was run in it"
         raise ConfigError(f"{workdir}: {problem}; pass the --workdir that `mbr-bench run` used, or --tracking-uri")
-    return sqlite_url(store)
+    return default_tracking_uri(workdir)
 
 
 # ---------------------------------------------------------------------------------------- synth

@@ -163,6 +163,16 @@ def test_builtin_default_builds_its_data_once_and_skips_a_cnn_without_weights(tm
     assert "1 finished, 0 running trial(s) of 2" in captured.err
 
 
+def _endless_run(tiny_dataset, tmp_path, workdir, *extra: str) -> list[str]:
+    """`run` argv on the tiny dataset with a frame_mlp that would train for about 20 min (100000 epochs)."""
+    path = tiny_dataset(n_frames=60)
+    space = tmp_path / "endless.yaml"
+    space.write_text("frame_mlp: {units: 8, sequence_length: 30, batch_size: 8, max_epochs: 100000, patience: 100000,"
+                     " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
+    return ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
+            "--workdir", str(workdir), "--search-space", str(space), *extra]
+
+
 @pytest.mark.slow
 def test_timeout_stops_a_running_trial_and_hands_it_back(tiny_dataset, tmp_path):
     """A trial that would train for a quarter of an hour, under --timeout 4: stopped at an epoch's end,
@@ -173,13 +183,8 @@ def test_timeout_stops_a_running_trial_and_hands_it_back(tiny_dataset, tmp_path)
     import optuna
     from mlflow.tracking import MlflowClient
 
-    path = tiny_dataset(n_frames=60)
-    space = tmp_path / "endless.yaml"
-    space.write_text("frame_mlp: {units: 8, sequence_length: 30, batch_size: 8, max_epochs: 100000, patience: 100000,"
-                     " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
     workdir = tmp_path / "w"
-    argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
-            "--n-trials", "3", "--workdir", str(workdir), "--search-space", str(space), "--timeout", "4"]
+    argv = _endless_run(tiny_dataset, tmp_path, workdir, "--n-trials", "3", "--timeout", "4")
     # A guard against a hang, not a speed test: without the hard budget the trial trains for about 20 min.
     done = subprocess.run([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], capture_output=True, text=True,
                           timeout=300)
@@ -207,13 +212,8 @@ def test_ctrl_c_during_a_trial_ends_in_one_line(tiny_dataset, tmp_path):
     import sys
     import time
 
-    path = tiny_dataset(n_frames=60)
-    space = tmp_path / "endless.yaml"
-    space.write_text("frame_mlp: {units: 8, sequence_length: 30, batch_size: 8, max_epochs: 100000, patience: 100000,"
-                     " learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}}\n")
     workdir = tmp_path / "w"
-    argv = ["run", "--study", "rearing", "--dataset", str(path), "--backbones", "pose", "--heads", "frame_mlp",
-            "--n-trials", "1", "--workdir", str(workdir), "--search-space", str(space), "--no-progress"]
+    argv = _endless_run(tiny_dataset, tmp_path, workdir, "--n-trials", "1", "--no-progress")
     run = subprocess.Popen([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
