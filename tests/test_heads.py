@@ -302,6 +302,23 @@ def test_saved_head_predicts_exactly_as_the_fitted_one(name, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(long_video), head.predict_proba(long_video))
 
 
+@pytest.mark.parametrize("name", HEADS.list())
+def test_head_saved_in_the_time_distributed_layout_still_loads(name, tmp_path):
+    """Heads saved before per-frame Dense layers lost their TimeDistributed wrapper load and predict as saved."""
+    from mbr_bench.benchmark.heads import load_head
+
+    X, y = videos(2, 60, seed=3)
+    head = build(name, max_epochs=1)
+    head._time_distributed_layout = True
+    head.fit(X, y, sample_weights(y))
+    assert any(type(layer).__name__ == "TimeDistributed" for layer in head.model_.layers)
+    head.save(tmp_path / "head")
+    loaded = load_head(tmp_path / "head")
+    assert not any(type(layer).__name__ == "TimeDistributed" for layer in loaded.model_.layers)
+    video = videos(1, 300, seed=4)[0][0]
+    np.testing.assert_allclose(loaded.predict_proba(video), head.predict_proba(video), rtol=1e-5, atol=1e-6)
+
+
 def test_loading_a_damaged_head_is_a_data_error(tmp_path):
     from mbr_bench.benchmark.heads import load_head
 

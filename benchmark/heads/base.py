@@ -27,6 +27,7 @@ import json
 import math
 import numbers
 import time
+import warnings
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
@@ -154,7 +155,20 @@ class Head(ABC):
 
     @abstractmethod
     def build_model(self, input_dim: int) -> Any:
-        """A keras.Model mapping (batch, time, input_dim) to (batch, time, 1) sigmoid probabilities."""
+        """A keras.Model mapping (batch, time, input_dim) to (batch, time, 1) sigmoid probabilities.
+
+        Per-frame layers go through `per_frame`, so that heads saved in the older layout still load."""
+
+    # Heads saved before 2026-12 wrapped each per-frame Dense in TimeDistributed. Keras 3 runs that
+    # wrapper as a Python loop over the window's frames: a 300-frame window traced ~20,000 ops
+    # (~12 s per fit) and ran 2-3x slower than the one Dense on the last axis that it computes.
+    _time_distributed_layout = False
+
+    def per_frame(self, layer: Any) -> Any:
+        """`layer` (a Dense) applied to each frame of (batch, time, features); Dense maps the last axis."""
+        if self._time_distributed_layout:
+            return import_keras().layers.TimeDistributed(layer)
+        return layer
 
     # -- training -----------------------------------------------------------------------------
 
@@ -378,7 +392,7 @@ def load_head(folder: str | Path) -> Head:
     keras.utils.set_random_seed(head.seed)
     model = head.build_model(input_dim)
     try:
-        model.load_weights(folder / HEAD_WEIGHTS)
+        _load_weights(head, model, folder / HEAD_WEIGHTS, input_dim)
     except (OSError, ValueError) as error:
         raise DataError(f"{folder / HEAD_WEIGHTS}: cannot load the head's weights ({str(error).splitlines()[0][:160]}); "
                         "the file is damaged or from another architecture, save the model again") from None
@@ -387,6 +401,29 @@ def load_head(folder: str | Path) -> Head:
     head.input_dim_ = input_dim
     head.n_params_ = int(model.count_params())
     return head
+
+
+def _load_weights(head: Head, model: Any, path: Path, input_dim: int) -> None:
+    """Load `path` into `model`; a file of the older TimeDistributed layout is read into that
+    layout and its weights (the same arrays in the same order) copied over."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns before it raises on a layout mismatch
+            model.load_weights(path)
+        return
+    except ValueError as error:
+        first_error = error
+    head._time_distributed_layout = True
+    try:
+        legacy = head.build_model(input_dim)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            legacy.load_weights(path)
+    except ValueError:
+        raise first_error from None
+    finally:
+        head._time_distributed_layout = False
+    model.set_weights(legacy.get_weights())
 
 
 def _load_feature_stats(path: Path, input_dim: int) -> Scaling:

@@ -13,7 +13,7 @@ from .base import HEADS, Head, check_int, import_keras
 
 @HEADS.register("frame_mlp")
 class FrameMLPHead(Head):
-    """Dropout(dropout) -> n_layers x TimeDistributed(Dense(units, relu)) -> TimeDistributed(Dense(1, sigmoid)).
+    """Dropout(dropout) -> n_layers x Dense(units, relu) -> Dense(1, sigmoid), each Dense applied to every frame.
 
     Args:
         n_layers: hidden Dense layers (>= 1).
@@ -36,6 +36,6 @@ class FrameMLPHead(Head):
         inputs = keras.Input(shape=(None, input_dim), name="embeddings")
         x = keras.layers.Dropout(self.dropout, name="input_dropout")(inputs)
         for index in range(self.n_layers):
-            x = keras.layers.TimeDistributed(keras.layers.Dense(self.units, activation="relu"), name=f"dense_{index}")(x)
-        outputs = keras.layers.TimeDistributed(keras.layers.Dense(1, activation="sigmoid"), name="frame_probability")(x)
+            x = self.per_frame(keras.layers.Dense(self.units, activation="relu", name=f"dense_{index}"))(x)
+        outputs = self.per_frame(keras.layers.Dense(1, activation="sigmoid", name="frame_probability"))(x)
         return keras.Model(inputs, outputs, name="frame_mlp_head")

@@ -9,7 +9,7 @@ from .base import HEADS, Head, check_int, import_keras
 
 @HEADS.register("lstm")
 class LSTMHead(Head):
-    """Dropout(dropout) -> n_layers LSTM layers of units, units/2, units/4, ... -> TimeDistributed(Dense(1, sigmoid)).
+    """Dropout(dropout) -> n_layers LSTM layers of units, units/2, units/4, ... -> Dense(1, sigmoid) per frame.
 
     Args:
         n_layers: stacked LSTM layers, each returning the whole sequence (reference grid 1, 2, 3).
@@ -40,5 +40,5 @@ class LSTMHead(Head):
         x = keras.layers.Dropout(self.dropout, name="input_dropout")(inputs)
         for index, units in enumerate(self.layer_units()):
             x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{index}")(x)
-        outputs = keras.layers.TimeDistributed(keras.layers.Dense(1, activation="sigmoid"), name="frame_probability")(x)
+        outputs = self.per_frame(keras.layers.Dense(1, activation="sigmoid", name="frame_probability"))(x)
         return keras.Model(inputs, outputs, name="lstm_head")

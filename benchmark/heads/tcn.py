@@ -13,7 +13,7 @@ NORMS = ("batch", "layer", "weight", "none")
 
 @HEADS.register("tcn")
 class TCNHead(Head):
-    """Dropout(dropout) -> n_layers x TCN -> TimeDistributed(Dense(1, sigmoid)).
+    """Dropout(dropout) -> n_layers x TCN -> Dense(1, sigmoid) per frame.
 
     Each TCN layer is keras-tcn's `TCN` with one stack of residual blocks, causal padding (the
     keras-tcn default: a frame's output sees that frame and earlier ones only), skip connections,
@@ -98,5 +98,5 @@ class TCNHead(Head):
                 use_layer_norm=self.norm == "layer",
                 name=f"tcn_{index}",
             )(x)
-        outputs = keras.layers.TimeDistributed(keras.layers.Dense(1, activation="sigmoid"), name="frame_probability")(x)
+        outputs = self.per_frame(keras.layers.Dense(1, activation="sigmoid", name="frame_probability"))(x)
         return keras.Model(inputs, outputs, name="tcn_head")
