@@ -34,7 +34,7 @@ from ..tracking.queries import (  # the queries module quiets MLflow's download 
     quote_filter_value,
 )
 from ..tracking.schema import MODEL_ARTIFACT
-from .backbones import build_backbone, part_kinds
+from .backbones import CROP_KINDS, build_backbone, part_kinds
 from .data.crops import CropSettings
 from .data.manifest import Dataset, PartNames, VideoEntry
 from .heads import load_head
@@ -108,7 +108,7 @@ class ModelBundle:
     def needs_pose(self) -> bool:
         """Whether embedding a video needs its pose file (pose features, or crops centred on the pose)."""
         kinds = part_kinds(self.backbone)  # UnknownComponentError if unknown
-        return "pose" in kinds or (self.crop.mode == "pose" and "image" in kinds)
+        return "pose" in kinds or (self.crop.mode == "pose" and bool(set(kinds) & set(CROP_KINDS)))
 
     def embedding_key(self) -> str:
         """Models with equal keys share one embedding of a video."""

@@ -124,17 +124,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
-    from .backbones import check_backbone_names, part_kinds
+    from .backbones import check_backbone_names, crop_parts, part_kinds
 
     check_backbone_names("--backbone", args.backbone)
     also_track = any("track" in part_kinds(name) for name in args.backbone)
+    companions = crop_parts(args.backbone, dataset, args.weights)  # one crop pass for all image and flow backbones
     cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(_workdir(args)))
     progress = not args.no_progress and sys.stderr.isatty()
     rows = []
     for name in args.backbone:
         backbone = build_backbone(name, dataset, weights=args.weights)
         for result in embed_dataset(dataset, backbone, cache, crop=crop, batch_size=args.batch_size,
-                                    video_ids=args.videos, progress=progress, also_track=also_track):
+                                    video_ids=args.videos, progress=progress, also_track=also_track,
+                                    companions=companions):
             rows.append({"backbone": name, "weights": backbone.weights_id, **result.as_dict()})
     if args.json:
         print(json.dumps({"dataset": str(dataset.path), "cache_dir": str(cache.root), "videos": rows}, indent=2))
@@ -264,6 +266,10 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         kind = BACKBONES.kind_of(name)
         if kind == "image":
             rows.append([name, "image", f"{factory.default_input_size}px", factory.output_dim, factory.preprocessing])
+        elif kind == "flow":
+            built = factory(weights="none")
+            rows.append([name, "flow", f"{factory.default_input_size}px crops, in order", built.output_dim,
+                         factory.preprocessing])
         elif kind == "track":
             groups = factory().groups()
             rows.append([name, "track", "video (tracker path)", sum(groups.values()), _groups(groups)])

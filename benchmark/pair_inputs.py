@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,15 +38,17 @@ class EmbeddedVideos:
 
 
 def embed_videos(dataset: Dataset, backbone: Backbone, cache: EmbeddingCache, video_ids: list[str],
-                 batch_size: int = 32, progress: bool = True, also_track: bool = False) -> EmbeddedVideos:
+                 batch_size: int = 32, progress: bool = True, also_track: bool = False,
+                 companions: Sequence[Backbone] = ()) -> EmbeddedVideos:
     """Embed `video_ids` of `dataset` with `backbone` (or read them from `cache`), memory-mapped.
 
-    `also_track`: record the tracker's path during an image backbone's crop pass (see features.embed).
+    `also_track`, `companions`: what an image backbone's crop pass also records (the tracker's path,
+    other image or flow backbones; see features.embed), so that each video is decoded once.
     """
     if not video_ids:
         return EmbeddedVideos({}, 0.0, {}, 0)
     results = embed_dataset(dataset, backbone, cache, batch_size=batch_size, video_ids=video_ids,
-                            progress=progress, also_track=also_track)
+                            progress=progress, also_track=also_track, companions=companions)
     return EmbeddedVideos(
         arrays={r.video_id: np.load(r.path, mmap_mode="r") for r in results},
         seconds_per_frame=float(np.mean([r.compute_seconds_per_frame for r in results])),

@@ -34,7 +34,7 @@ from ..tracking.schema import (
     TAG_TRAIN_HASH,
     TAG_WEIGHTS,
 )
-from .backbones import build_backbone, check_backbone_names, part_kinds
+from .backbones import build_backbone, check_backbone_names, crop_parts, part_kinds
 from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
@@ -242,13 +242,16 @@ def run(options: RunOptions) -> list[PairOutcome]:
     outcomes: list[PairOutcome] = []
     pending: list[tuple[int, _PairJob]] = []
     # A crop pass records the tracker's path when a track backbone will want it: one decode for both.
+    # Likewise the image and flow backbones of the run share one crop pass per video.
     also_track = any("track" in part_kinds(name) for name in plan.backbones)
+    companions = crop_parts(plan.backbones, dataset, options.weights)
     for backbone_name in plan.backbones:
         try:
             backbone = build_backbone(backbone_name, dataset, weights=options.weights)
             progress.message(f"embedding training videos with {backbone_name} (cached after the first run)")
             embedded = embed_videos(dataset, backbone, cache, train_ids, batch_size=options.batch_size,
-                                    progress=options.progress and sys.stderr.isatty(), also_track=also_track)
+                                    progress=options.progress and sys.stderr.isatty(), also_track=also_track,
+                                    companions=companions)
         except WeightsError as error:
             if not plan.demo or options.backbones:
                 raise

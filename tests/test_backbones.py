@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbr_bench.benchmark.backbones import BACKBONES, ImageBackbone, PoseBackbone, TrackBackbone, build_backbone
+from mbr_bench.benchmark.backbones import (
+    BACKBONES,
+    FlowBackbone,
+    ImageBackbone,
+    PoseBackbone,
+    TrackBackbone,
+    build_backbone,
+)
 from mbr_bench.core.errors import WeightsError
 
 # Reference output sizes (global average pooling), from the method's chapter 4.
@@ -13,7 +20,7 @@ REFERENCE_DIMS = {"resnet50v2": 2048, "inception_resnet_v2": 1536, "mobilenet_v2
 
 
 def _tiny(name):
-    if BACKBONES.kind_of(name) == "image":
+    if BACKBONES.kind_of(name) in ("image", "flow"):
         return BACKBONES.build(name, weights="none", input_size=BACKBONES.get(name).min_input_size)
     if BACKBONES.kind_of(name) == "track":
         return BACKBONES.build(name)
@@ -35,12 +42,24 @@ def _pose(n_frames=30, seed=0):
 def test_backbone_contract(name):
     backbone = _tiny(name)
     assert backbone.name == name
-    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "pose", "track")
-    assert isinstance(backbone, {"image": ImageBackbone, "pose": PoseBackbone, "track": TrackBackbone}[backbone.kind])
+    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "flow", "pose", "track")
+    kinds = {"image": ImageBackbone, "flow": FlowBackbone, "pose": PoseBackbone, "track": TrackBackbone}
+    assert isinstance(backbone, kinds[backbone.kind])
     assert isinstance(backbone.weights_id, str) and backbone.weights_id
     description = backbone.describe()
     assert description["backbone"] == name and description["weights"] == backbone.weights_id
-    if isinstance(backbone, ImageBackbone):
+    if isinstance(backbone, FlowBackbone):
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (4, backbone.input_size, backbone.input_size, 3), dtype=np.uint8)
+        backbone.start_video()
+        first = backbone.embed_images(images)
+        assert first.shape == (4, backbone.output_dim) and first.dtype == np.float32 and np.isfinite(first).all()
+        backbone.start_video()
+        np.testing.assert_array_equal(first, backbone.embed_images(images))  # deterministic from a video's start
+        assert np.abs(first[2] - first[1]).max() > 0  # frames that move differently embed differently
+        with pytest.raises(ValueError, match="expects"):
+            backbone.embed_images(images[:, :-1])
+    elif isinstance(backbone, ImageBackbone):
         assert backbone.output_dim == REFERENCE_DIMS[name]
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (3, backbone.input_size, backbone.input_size, 3), dtype=np.uint8)

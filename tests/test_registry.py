@@ -96,7 +96,7 @@ def test_builtin_backbones_are_registered():
 
     assert BACKBONES.list() == ["inception_resnet_v2", "mobilenet_v2", "pose", "pose_v1", "resnet50v2", "track"]
     with pytest.raises(UnknownComponentError,
-                       match="known: inception_resnet_v2, mobilenet_v2, pose, pose_v1, resnet50v2, track"):
+                       match="known: flow_hof, flow_mobilenet_v2, inception_resnet_v2, mobilenet_v2, pose, pose_v1, resnet50v2, track"):
         BACKBONES.build("vgg16")
     assert {name: BACKBONES.kind_of(name) for name in BACKBONES.list()} == {
         "inception_resnet_v2": "image", "mobilenet_v2": "image", "pose": "pose", "pose_v1": "pose",

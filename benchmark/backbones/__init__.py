@@ -1,10 +1,13 @@
-from . import keras_apps, pose, track  # noqa: F401  (registration side effect)
+from . import flow, keras_apps, pose, track  # noqa: F401  (registration side effect)
 from ...core.errors import ConfigError
 from ...core.registry import check_names
-from .base import BACKBONES, Backbone, ImageBackbone, PoseBackbone, TrackBackbone
+from .base import BACKBONES, Backbone, FlowBackbone, ImageBackbone, PoseBackbone, TrackBackbone
 from .fused import FusedBackbone, part_names
 
-__all__ = ["BACKBONES", "Backbone", "FusedBackbone", "ImageBackbone", "PoseBackbone", "TrackBackbone"]
+__all__ = ["BACKBONES", "Backbone", "FlowBackbone", "FusedBackbone", "ImageBackbone", "PoseBackbone", "TrackBackbone"]
+
+# Kinds that embed mouse-centred crops of the video (one crop pass serves them all).
+CROP_KINDS = ("image", "flow")
 
 
 def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201
@@ -12,7 +15,7 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, **params
     `dataset` if given. `weights` applies to the image parts of a fused backbone."""
     parts = part_names(name)
     if len(parts) > 1:
-        return FusedBackbone([build_backbone(part, dataset, weights if BACKBONES.kind_of(part) == "image" else None)
+        return FusedBackbone([build_backbone(part, dataset, weights if BACKBONES.kind_of(part) in CROP_KINDS else None)
                               for part in parts])
     factory = BACKBONES.get(name)
     kind = BACKBONES.kind_of(name)
@@ -26,6 +29,17 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, **params
     if weights is not None:
         params["weights"] = weights
     return factory(**params)
+
+
+def crop_parts(names: list[str], dataset=None, weights: str | None = None) -> list[Backbone]:  # noqa: ANN001
+    """The image and flow backbones among `names` and their parts, built once each: what one crop
+    pass can embed together (`features.embed`, companions)."""
+    seen: dict[str, Backbone] = {}
+    for name in names:
+        for part in part_names(name):
+            if part not in seen and BACKBONES.kind_of(part) in CROP_KINDS:
+                seen[part] = build_backbone(part, dataset, weights)
+    return list(seen.values())
 
 
 def backbone_kind(name: str) -> str | None:
@@ -52,4 +66,4 @@ def check_backbone_names(option: str, names: list[str]) -> None:
             raise ConfigError(f"{option} {name}: a fused backbone names each part once; e.g. mobilenet_v2+track")
 
 
-__all__ += ["backbone_kind", "build_backbone", "check_backbone_names", "part_kinds"]
+__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "part_kinds"]

@@ -1,7 +1,8 @@
 """The backbone contract: something that turns each frame of a video into a 1-D embedding.
 
-Three families exist. An `ImageBackbone` sees mouse-centred crops (uint8 RGB, square, `input_size`
-pixels) in batches. A `PoseBackbone` sees the whole pose track of a video at once, because its
+Four families exist. An `ImageBackbone` sees mouse-centred crops (uint8 RGB, square, `input_size`
+pixels) in batches. A `FlowBackbone` sees the same crops, in order, and embeds the optical flow
+between consecutive ones (`flow.py`). A `PoseBackbone` sees the whole pose track of a video at once, because its
 features (speeds, heading changes) need neighbouring frames. A `TrackBackbone` sees the whole path
 of the built-in tracker's blob (for videos without pose), for the same reason. A fused backbone
 (`fused.py`, named like `mobilenet_v2+track`) joins the embeddings of registered ones.
@@ -25,7 +26,7 @@ class Backbone(ABC):
     """Common part: a registry name, an output size and an identity for the cache key."""
 
     name: ClassVar[str]  # set by BACKBONES.register
-    kind: ClassVar[str]  # "image", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
+    kind: ClassVar[str]  # "image", "flow", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
 
     @property
     @abstractmethod
@@ -48,6 +49,20 @@ class ImageBackbone(Backbone):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "input_size": self.input_size}
+
+    def start_video(self) -> None:
+        """Called before the first batch of each video; a backbone that looks across frames resets here."""
+
+
+class FlowBackbone(ImageBackbone):
+    """Crops in, in video order: each frame's embedding depends on the crops before it, so batches
+    of one video must come in order, after `start_video`."""
+
+    kind = "flow"
+
+    @abstractmethod
+    def start_video(self) -> None:
+        """Forget the previous video's crops."""
 
 
 class PoseBackbone(Backbone):

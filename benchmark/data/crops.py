@@ -287,7 +287,11 @@ def track_centroids(
     return hold_gaps(track_blobs(path, n_background, min_area, progress)[:, :2])
 
 
-def _resize(image: np.ndarray, out_size: int) -> np.ndarray:
+def _resize(image: np.ndarray, out_size: int | tuple[int, ...]) -> Any:
+    """The square `image` at `out_size` pixels; with a tuple of sizes, a tuple of images (one crop
+    pass feeding backbones of different input sizes, each resized from the same crop)."""
+    if isinstance(out_size, tuple):
+        return tuple(_resize(image, size) for size in out_size)
     side = image.shape[0]
     if side == out_size:
         return np.ascontiguousarray(image)  # a crop may be a view into the whole frame
@@ -301,12 +305,15 @@ _MAX_PENDING = 64  # frames held back at a video's start until the tracker first
 def iter_crops(
     path: str | Path,
     settings: CropSettings,
-    out_size: int,
+    out_size: int | tuple[int, ...],
     centres: np.ndarray | None = None,
     tracker: BlobTracker | None = None,
     blobs: list[tuple[float, ...]] | None = None,
-) -> Iterator[np.ndarray]:
+) -> Iterator[Any]:
     """Stream one (out_size, out_size, 3) uint8 RGB crop per frame of the video, in one decode pass.
+
+    With a tuple of sizes, each frame gives a tuple of crops, one per size, each resized from the
+    same crop (what an image backbone alone would get at that size).
 
     ``centres`` is (T, 2) (x, y) per frame: required in mode ``pose`` (from the pose file),
     ignored in mode ``full``. In mode ``tracker`` the `BlobTracker` (built here when None) finds the
@@ -316,8 +323,8 @@ def iter_crops(
     T must equal the video's frame count, else DataError. Settings are checked at the call; the
     video is opened on the first ``next()``.
     """
-    out_size = int(out_size)
-    if out_size < 1:
+    out_size = tuple(int(size) for size in out_size) if isinstance(out_size, (tuple, list)) else int(out_size)
+    if min(out_size if isinstance(out_size, tuple) else (out_size,), default=0) < 1:
         raise ConfigError(f"crop output size must be >= 1 pixel, got {out_size}")
     path = Path(path)
     if settings.mode == "tracker" or blobs is not None:

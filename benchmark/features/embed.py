@@ -13,11 +13,12 @@ through the cache, then joins them (`backbones/fused.py`).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ...core.errors import DataError
 from ...core.hashing import content_hash
-from ..backbones import FusedBackbone, part_kinds
+from ..backbones import CROP_KINDS, FusedBackbone, part_kinds
 from ..backbones.base import Backbone, ImageBackbone, PoseBackbone, TrackBackbone
 from ..data.crops import BLOB_COLUMNS, TRACKER_VERSION, CropSettings, iter_crops, track_blobs
 from ..data.manifest import Dataset, VideoEntry
@@ -126,7 +127,7 @@ def require_inputs(
                 _require_pose(dataset, entry, "the pose backbone")
             else:
                 _require_video(dataset, entry, name)
-                if kind == "image" and crop.mode == "pose":
+                if kind in CROP_KINDS and crop.mode == "pose":
                     _require_pose(dataset, entry, "crop.mode pose")
 
 
@@ -148,20 +149,6 @@ def _require(dataset: Dataset, entry: VideoEntry, path: Path | None, what: str, 
     if path is None:
         raise DataError(f"{dataset.path}: video '{entry.id}' has no {what} file, which {needed_by} needs; {fix}")
     return path
-
-
-def _batches(frames: Iterator[np.ndarray], batch_size: int, size: int) -> Iterator[np.ndarray]:
-    batch = np.empty((batch_size, size, size, 3), np.uint8)
-    filled = 0
-    for frame in frames:
-        batch[filled] = frame
-        filled += 1
-        if filled == batch_size:
-            yield batch
-            batch = np.empty_like(batch)  # the consumer still holds the previous one
-            filled = 0
-    if filled:
-        yield batch[:filled]
 
 
 def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -201,9 +188,9 @@ def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 def _image_frames(
-    dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int, n_frames: int,
+    dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int | tuple[int, ...], n_frames: int,
     blobs: list | None,
-) -> Iterator[np.ndarray]:
+) -> Iterator[Any]:
     centres = None
     if crop.mode == "pose":
         pose = dataset.read_pose(entry, _require_pose(dataset, entry, "crop.mode pose"))
@@ -216,24 +203,53 @@ def _image_frames(
     return iter_crops(entry.video, crop, out_size, centres=centres, blobs=blobs)
 
 
-def _embed_images(
-    dataset: Dataset, entry: VideoEntry, backbone: ImageBackbone, crop: CropSettings, out: np.ndarray,
-    batch_size: int, bar: Any, blobs: list | None,
-) -> None:
-    n_frames = len(out)
-    crops = _image_frames(dataset, entry, crop, backbone.input_size, n_frames, blobs)
+def _batches_per_size(crops: Iterator[tuple[np.ndarray, ...]], batch_size: int, sizes: tuple[int, ...]
+                      ) -> Iterator[tuple[np.ndarray, ...]]:
+    """Tuples of crops (one per size) -> tuples of batches (one per size)."""
+    batches = tuple(np.empty((batch_size, size, size, 3), np.uint8) for size in sizes)
     filled = 0
-    for batch in _prefetch(_batches(crops, batch_size, backbone.input_size)):
-        if filled + len(batch) > n_frames:
+    for frame in crops:
+        for batch, image in zip(batches, frame):
+            batch[filled] = image
+        filled += 1
+        if filled == batch_size:
+            yield batches
+            batches = tuple(np.empty_like(batch) for batch in batches)  # the consumer still holds these
+            filled = 0
+    if filled:
+        yield tuple(batch[:filled] for batch in batches)
+
+
+def _embed_crops(
+    dataset: Dataset, entry: VideoEntry, backbones: list[ImageBackbone], crop: CropSettings, outs: list[np.ndarray],
+    batch_size: int, bar: Any, blobs: list | None,
+) -> list[float]:
+    """One decode and crop pass for every backbone in `backbones` (image or flow), each into its `outs`.
+
+    Returns each backbone's own seconds (its `embed_images` calls); the rest of the pass is decoding."""
+    seconds = [0.0] * len(backbones)
+    n_frames = len(outs[0])
+    sizes = tuple(backbone.input_size for backbone in backbones)
+    for backbone in backbones:
+        backbone.start_video()  # flow backbones: no crop of another video comes before this one's first
+    crops = _image_frames(dataset, entry, crop, sizes, n_frames, blobs)
+    filled = 0
+    for batches in _prefetch(_batches_per_size(crops, batch_size, sizes)):
+        count = len(batches[0])
+        if filled + count > n_frames:
             raise DataError(f"{entry.video}: decodes more frames than its header's {n_frames}; re-encode the video")
-        out[filled : filled + len(batch)] = backbone.embed_images(batch)
-        filled += len(batch)
-        bar.update(len(batch))
+        for k, (backbone, batch, out) in enumerate(zip(backbones, batches, outs)):
+            began = time.perf_counter()
+            out[filled : filled + count] = backbone.embed_images(batch)
+            seconds[k] += time.perf_counter() - began
+        filled += count
+        bar.update(count)
     if filled != n_frames:
         raise DataError(
             f"{entry.video}: only {filled} of the {n_frames} frames in its header decode (truncated or corrupt); "
             "re-encode or replace the file"
         )
+    return seconds
 
 
 def tracked_blobs(dataset: Dataset, entry: VideoEntry, cache: EmbeddingCache, progress: bool = False) -> np.ndarray:
@@ -276,11 +292,14 @@ def embed_video(
     batch_size: int = 32,
     progress: bool = True,
     also_track: bool = False,
+    companions: Sequence[Backbone] = (),
 ) -> EmbedResult:
     """Embed one video (or load it from the cache).
 
     `also_track`: an image backbone's crop pass also records the tracker's path (for the `track`
-    backbone), so that the video is not decoded a second time for it.
+    backbone), so that the video is not decoded a second time for it. `companions`: other image or
+    flow backbones that the same crop pass embeds too, where their cache entries are missing (a run
+    of mobilenet_v2 and flow_hof decodes each video once).
     """
     crop = crop or dataset.crop
     started = time.perf_counter()
@@ -306,17 +325,42 @@ def embed_video(
             n_frames = probe_video(_require_video(dataset, entry, backbone.name)).n_frames
             shape = (n_frames, backbone.output_dim)
             blobs: list | None = [] if _wants_track(cache, dataset, entry, crop, also_track) else None
-            with cache.writer(key, shape, info) as out, tqdm(
-                total=n_frames, desc=f"{entry.id} · {backbone.name}", unit="frame", disable=not progress, leave=False
-            ) as bar:
-                _embed_images(dataset, entry, backbone, crop, out, batch_size, bar, blobs)
-                _timing(info, started, shape[0], batch_size)
+            riders = _missing_companions(cache, dataset, entry, backbone, crop, companions)
+            names = " + ".join(b.name for b in (backbone, *riders))
+            with contextlib.ExitStack() as stack:
+                bar = stack.enter_context(tqdm(total=n_frames, desc=f"{entry.id} · {names}", unit="frame",
+                                               disable=not progress, leave=False))
+                outs = [stack.enter_context(cache.writer(key, shape, info))]
+                rider_infos: list[dict[str, Any]] = [{} for _ in riders]
+                for rider, rider_info in zip(riders, rider_infos):
+                    outs.append(stack.enter_context(cache.writer(cache_key(dataset, entry, rider, crop),
+                                                                 (n_frames, rider.output_dim), rider_info)))
+                own = _embed_crops(dataset, entry, [backbone, *riders], crop, outs, batch_size, bar, blobs)
+                # A shared pass: each entry's cost is its own compute plus the decoding and cropping,
+                # which it would pay alone (what the board shows as its embedding cost).
+                decoding = max(time.perf_counter() - started - sum(own), 0.0)
+                for entry_info, seconds in zip((info, *rider_infos), own):
+                    _cost(entry_info, seconds + decoding, n_frames, batch_size)
             if blobs:  # recorded in the crop pass: the track backbone will not decode this video again
                 _save_blobs(cache, tracker_key(dataset, entry), np.asarray(blobs, np.float64), started)
     return EmbedResult(
         entry.id, shape[0], shape[1], shape[0], round(time.perf_counter() - started, 4),
         float(info["seconds_per_frame"]), str(cache.array_path(key)),
     )
+
+
+def _missing_companions(
+    cache: EmbeddingCache, dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings,
+    companions: Sequence[Backbone],
+) -> list[ImageBackbone]:
+    """The image or flow backbones among `companions` (not `backbone` itself) not cached for this video."""
+    riders: list[ImageBackbone] = []
+    for other in companions:
+        if (isinstance(other, ImageBackbone) and other.name != backbone.name
+                and other.name not in [r.name for r in riders]
+                and cache.record(cache_key(dataset, entry, other, crop)) is None):
+            riders.append(other)
+    return riders
 
 
 def _whole_video_features(
@@ -357,8 +401,12 @@ def _say(message: str) -> None:
 
 
 def _timing(info: dict[str, Any], started: float, n_frames: int, batch_size: int) -> None:
-    """What computing this entry cost; set inside the writer so the cache record keeps it."""
-    info["seconds"] = time.perf_counter() - started
+    """What computing this entry cost since `started`; set inside the writer so the cache record keeps it."""
+    _cost(info, time.perf_counter() - started, n_frames, batch_size)
+
+
+def _cost(info: dict[str, Any], seconds: float, n_frames: int, batch_size: int) -> None:
+    info["seconds"] = seconds
     info["seconds_per_frame"] = info["seconds"] / max(n_frames, 1)
     info["frames_per_second"] = n_frames / max(info["seconds"], 1e-9)
     info["batch_size"] = batch_size
@@ -373,31 +421,36 @@ def embed_dataset(
     video_ids: list[str] | None = None,
     progress: bool = True,
     also_track: bool = False,
+    companions: Sequence[Backbone] = (),
 ) -> list[EmbedResult]:
     """Embed the listed videos (default: all) and return one result per video.
 
     Every listed video is checked to have the files `backbone` needs before any is embedded.
+    `also_track` and `companions`: what a crop pass also records (see `embed_video`).
     """
     entries = [dataset.video(v) for v in video_ids] if video_ids else list(dataset.videos)
     require_inputs(dataset, backbone, [entry.id for entry in entries], crop)
     if isinstance(backbone, FusedBackbone):
-        return _embed_fused(dataset, backbone, cache, crop or dataset.crop, batch_size, entries, progress)
-    return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress, also_track) for entry in entries]
+        return _embed_fused(dataset, backbone, cache, crop or dataset.crop, batch_size, entries, progress, companions)
+    return [embed_video(dataset, entry, backbone, cache, crop, batch_size, progress, also_track, companions)
+            for entry in entries]
 
 
 def _embed_fused(
     dataset: Dataset, backbone: FusedBackbone, cache: EmbeddingCache, crop: CropSettings, batch_size: int,
-    entries: list[VideoEntry], progress: bool,
+    entries: list[VideoEntry], progress: bool, companions: Sequence[Backbone] = (),
 ) -> list[EmbedResult]:
-    """Each part through the cache (image parts first, recording the tracker's path if a part needs
-    it), the scaling fitted on the training videos if the backbone has none, then the join."""
+    """Each part through the cache (crop parts first, in one crop pass, recording the tracker's path
+    if a part needs it), the scaling fitted on the training videos if the backbone has none, then the join."""
     started = time.perf_counter()
     ids = [entry.id for entry in entries]
     wants_track = any(part.kind == "track" for part in backbone.parts)
-    order = sorted(range(len(backbone.parts)), key=lambda k: backbone.parts[k].kind != "image")
+    order = sorted(range(len(backbone.parts)), key=lambda k: backbone.parts[k].kind not in CROP_KINDS)
+    riders = [*[part for part in backbone.parts if part.kind in CROP_KINDS], *companions]
     parts: dict[int, list[EmbedResult]] = {}
     for k in order:
-        parts[k] = embed_dataset(dataset, backbone.parts[k], cache, crop, batch_size, ids, progress, wants_track)
+        parts[k] = embed_dataset(dataset, backbone.parts[k], cache, crop, batch_size, ids, progress, wants_track,
+                                 riders)
     if backbone.scaling is None:
         train_ids = [entry.id for entry in dataset.split("train")]
         if not train_ids:

@@ -78,7 +78,7 @@ from ...tracking.schema import (
     prediction_artifact,
     with_prefix,
 )
-from ..backbones import build_backbone, part_kinds
+from ..backbones import CROP_KINDS, build_backbone, part_kinds
 from ..bouts import bout_metrics
 from ..bundle import ModelBundle
 from ..cv import leave_one_video_out
@@ -363,8 +363,8 @@ def _training_parts(dataset: Dataset, job: RefitJob) -> tuple[str, ...]:
 
 
 def _training_animal(dataset: Dataset, job: RefitJob, cache: EmbeddingCache) -> dict[str, Any]:
-    """The mouse's size in the training videos, for an image backbone's crops (see features.animal_size)."""
-    if "image" not in part_kinds(job.backbone):
+    """The mouse's size in the training videos, for an image or flow backbone's crops (see features.animal_size)."""
+    if not set(part_kinds(job.backbone)) & set(CROP_KINDS):
         return {}
     size = typical_size([measure_animal(dataset, entry, cache) for entry in job.train])
     if size is None:
