@@ -14,6 +14,7 @@ import yaml
 
 from mbr_bench.benchmark.data.synthetic import (
     BEHAVIOURS,
+    BOUT_BEHAVIOURS,
     BODY_PARTS,
     REFERENCE_MEAN_BOUT_FRAMES,
     SCORER,
@@ -24,7 +25,7 @@ from mbr_bench.benchmark.data.synthetic import (
 from mbr_bench.core.errors import ConfigError
 
 N_VIDEOS, N_FRAMES, N_TEST, SIZE, FPS = 6, 1500, 2, 256, 10
-STATES = ("walking", *BEHAVIOURS)  # walking = no behaviour label
+STATES = ("walking", *BOUT_BEHAVIOURS)  # walking = no bout (locomotion, pauses, stretches)
 PART = {name: i for i, name in enumerate(BODY_PARTS)}
 ARENA = arena_geometry(SIZE)
 BODY = ARENA.body_length
@@ -52,7 +53,7 @@ def _read_pose(path: Path) -> np.ndarray:
 
 
 def _state_per_frame(labels: np.ndarray) -> np.ndarray:
-    """0 = walking, 1 + index into BEHAVIOURS otherwise."""
+    """0 = walking, 1 + index into BOUT_BEHAVIOURS otherwise."""
     return np.where(labels.any(axis=1), labels.argmax(axis=1) + 1, 0)
 
 
@@ -62,11 +63,13 @@ def videos(dataset: Path, manifest: dict) -> list[dict]:
     root = dataset.parent
     out = []
     for entry in manifest["videos"]:
-        labels = pd.read_csv(root / entry["labels"])[list(BEHAVIOURS)].to_numpy()
+        table = pd.read_csv(root / entry["labels"])
+        labels = table[list(BOUT_BEHAVIOURS)].to_numpy()
         out.append(
             {
                 "id": entry["id"],
                 "labels": labels,
+                "locomotion": table["locomotion"].to_numpy(),
                 "state": _state_per_frame(labels),
                 "pose": _read_pose(root / entry["pose"]),
                 "video": root / entry["video"],
@@ -174,7 +177,7 @@ def test_pose_csv_has_deeplabcut_header_and_one_row_per_frame(dataset: Path, man
 
 def test_labels_csv_is_frame_plus_one_binary_column_per_behaviour(dataset: Path, manifest: dict) -> None:
     path = dataset.parent / manifest["videos"][0]["labels"]
-    assert path.read_text().splitlines()[0] == "frame,grooming,mid_rearing,wall_rearing"
+    assert path.read_text().splitlines()[0] == "frame,grooming,mid_rearing,wall_rearing,locomotion"
     table = pd.read_csv(path)
     assert table["frame"].tolist() == list(range(N_FRAMES))
     assert set(np.unique(table[list(BEHAVIOURS)].to_numpy())) <= {0, 1}
@@ -297,13 +300,13 @@ def test_behaviours_never_overlap(videos: list[dict]) -> None:
 
 def test_every_video_has_every_behaviour(videos: list[dict]) -> None:
     for video in videos:
-        for column, behaviour in enumerate(BEHAVIOURS):
+        for column, behaviour in enumerate(BOUT_BEHAVIOURS):
             assert len(_bouts(video["labels"][:, column])) >= 1, (video["id"], behaviour)
 
 
-@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("behaviour", BOUT_BEHAVIOURS)
 def test_positive_rate_and_bout_length_match_the_reference(videos: list[dict], behaviour: str) -> None:
-    column = BEHAVIOURS.index(behaviour)
+    column = BOUT_BEHAVIOURS.index(behaviour)
     labels = np.concatenate([video["labels"][:, column] for video in videos])
     bouts = np.concatenate([_bouts(video["labels"][:, column]) for video in videos])
     reference = REFERENCE_MEAN_BOUT_FRAMES[behaviour]
@@ -334,7 +337,7 @@ def test_body_is_shorter_when_grooming_or_rearing(videos: list[dict]) -> None:
     length = _per_state(videos, snout_to_tailbase)
     walking = length["walking"].mean()
     assert 0.85 * BODY < walking < 1.1 * BODY
-    for behaviour in BEHAVIOURS:
+    for behaviour in BOUT_BEHAVIOURS:
         assert length[behaviour].mean() < 0.85 * walking, behaviour
     assert length["mid_rearing"].mean() < length["grooming"].mean()
 
@@ -394,7 +397,7 @@ def test_body_blob_is_rounder_when_grooming_or_rearing(pixels: pd.DataFrame) -> 
     elongation = pixels.dropna().groupby("state")["elongation"].median()
     walking = elongation["walking"]
     assert walking > 2.2
-    for behaviour in BEHAVIOURS:
+    for behaviour in BOUT_BEHAVIOURS:
         assert elongation[behaviour] < 0.8 * walking, (behaviour, elongation.to_dict())
 
 
@@ -465,3 +468,23 @@ def test_unlabelled_pauses_are_still_without_grooming_strokes(videos: list[dict]
     # Pauses last 1-4 s and each video has a few; allow one video whose pauses all fell short.
     assert videos_with_pauses >= N_VIDEOS - 1, videos_with_pauses
     assert np.nanmean(np.concatenate(pause_paws)) < 0.7 * np.nanmean(np.concatenate(grooming_paws))
+
+
+# ------------------------------------------------------------------ locomotion: movement only
+
+
+def test_locomotion_is_labelled_where_the_mouse_walks_and_only_there(videos: list[dict]) -> None:
+    walking = np.concatenate([video["locomotion"] for video in videos]).astype(bool)
+    bouts = np.concatenate([video["state"] for video in videos]) > 0
+    assert 0.15 <= walking.mean() <= 0.6
+    assert not (walking & bouts).any()  # never during grooming or rearing
+
+    def centre_speed(video: dict) -> np.ndarray:
+        pose = video["pose"]
+        step = np.r_[np.nan, np.linalg.norm(np.diff(pose[:, PART["midbody"], :2], axis=0), axis=1)]
+        return step * FPS / BODY  # body lengths per second (noisy: pose jitter)
+
+    speed = np.concatenate([centre_speed(video) for video in videos])
+    ok = np.isfinite(speed)
+    assert np.median(speed[ok & walking]) > 3 * np.median(speed[ok & ~walking & ~bouts])
+

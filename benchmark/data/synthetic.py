@@ -38,6 +38,7 @@ from ...core.files import atomic_output
 __all__ = [
     "BEHAVIOURS",
     "BODY_PARTS",
+    "BOUT_BEHAVIOURS",
     "REFERENCE_MEAN_BOUT_FRAMES",
     "SCORER",
     "ArenaGeometry",
@@ -47,7 +48,13 @@ __all__ = [
     "generate",
 ]
 
-BEHAVIOURS = ("grooming", "mid_rearing", "wall_rearing")
+# Bouts planned into the schedule, each with its own posture and movement.
+BOUT_BEHAVIOURS = ("grooming", "mid_rearing", "wall_rearing")
+# Locomotion is labelled wherever the mouse walks (not planned: walks lead from bout to bout). It
+# is defined by movement only: pauses stop mid-stride, so one frame of a walk looks like a pause.
+BEHAVIOURS = (*BOUT_BEHAVIOURS, "locomotion")
+LOCOMOTION_SPEED = 0.5  # body lengths per second of the centre, mean over LOCOMOTION_WINDOW: walking
+LOCOMOTION_WINDOW = 0.5  # seconds
 BODY_PARTS = (
     "snout",
     "leftear",
@@ -320,7 +327,7 @@ def _plan_schedule(rng: np.random.Generator, n_frames: int, fps: int) -> list[_S
     A walk of at least `_MIN_WALK_SECONDS` leads to each bout (and ends the video); a shorter one
     of `_MIN_STEP_SECONDS` is enough before a distractor.
     """
-    lengths = {b: _bout_lengths(rng, b, n_frames, fps) for b in BEHAVIOURS}
+    lengths = {b: _bout_lengths(rng, b, n_frames, fps) for b in BOUT_BEHAVIOURS}
     extras = {k: _distractor_lengths(rng, k, n_frames, fps) for k in _DISTRACTORS}
     min_walk = round(_MIN_WALK_SECONDS * fps)
     min_step = round(_MIN_STEP_SECONDS * fps)
@@ -336,20 +343,20 @@ def _plan_schedule(rng: np.random.Generator, n_frames: int, fps: int) -> list[_S
     while room() < 0 and any(extras.values()):
         extras[max(_DISTRACTORS, key=lambda k: len(extras[k]))].pop()
     while room() < 0 and max(len(v) for v in lengths.values()) > 1:
-        most = max(BEHAVIOURS, key=lambda b: len(lengths[b]))
+        most = max(BOUT_BEHAVIOURS, key=lambda b: len(lengths[b]))
         lengths[most].pop()
     while room() < 0:
-        longest = max(BEHAVIOURS, key=lambda b: max(lengths[b]))
+        longest = max(BOUT_BEHAVIOURS, key=lambda b: max(lengths[b]))
         cut = min(-room(), lengths[longest][0] - max(4, lengths[longest][0] // 2))
         if cut <= 0:
             raise ConfigError(f"n_frames={n_frames} is too short to hold one bout of every behaviour")
         lengths[longest][0] -= cut
 
-    bouts = [(b, n) for b in BEHAVIOURS for n in lengths[b]]
+    bouts = [(b, n) for b in BOUT_BEHAVIOURS for n in lengths[b]]
     bouts += [(k, n) for k in _DISTRACTORS for n in extras[k]]
     bouts = [bouts[i] for i in rng.permutation(len(bouts))]
     # walks[i] leads to bout i; the last one ends the video.
-    shortest = np.array([min_walk if kind in BEHAVIOURS else min_step for kind, _ in bouts] + [min_walk])
+    shortest = np.array([min_walk if kind in BOUT_BEHAVIOURS else min_step for kind, _ in bouts] + [min_walk])
     share = rng.dirichlet(np.full(len(bouts) + 1, 1.5)) * room()
     walks = shortest + np.floor(share).astype(int)
     walks[-1] += n_frames - sum(n for _, n in bouts) - int(walks.sum())
@@ -837,7 +844,9 @@ def _stretch(
 def _pause(rng: np.random.Generator, start: MouseState, n: int, fps: int, L: float) -> list[MouseState]:
     """Unlabelled: stand still, with small slow jitter only; some pauses crouch, body contracted.
 
-    No paw or head strokes: a still, even a short and crouched, mouse is not a grooming one.
+    No paw or head strokes: a still, even a short and crouched, mouse is not a grooming one. The
+    mouse stops mid-stride, paws and body where a walking stride would hold them, so that one frame
+    cannot tell a pause from a walk (locomotion is told by movement only).
     """
     w = _envelope(n, min(max(1, round(0.5 * fps)), max(1, n // 4)))
     crouch = rng.uniform(0.0, 1.0)
@@ -859,11 +868,16 @@ def _pause(rng: np.random.Generator, start: MouseState, n: int, fps: int, L: flo
             scale=1.0,
             head_yaw=float(_lerp(start.head_yaw, look[i], w[i])),
             stride=start.stride,
+            gait=float(_lerp(start.gait, _PAUSE_GAIT * L * (1 - crouch), w[i])),
+            sway=float(_lerp(start.sway, _PAUSE_GAIT / 2 * L * (1 - crouch) * math.sin(start.stride), w[i])),
             paw_tuck=float(tuck * w[i]),
             tail_bend=start.tail_bend,
         )
         for i in range(n)
     ]
+
+
+_PAUSE_GAIT = 0.06  # body lengths: a walking stride's paw swing (0.08 at a brisk walk), held in a pause
 
 
 def _walk_legs(
@@ -913,7 +927,18 @@ def _simulate(
                 chunk = _wall_rear(rng, arena, state, segment.length, fps, L)
         states += chunk
         state = chunk[-1] if chunk else state
+    labels[:, BEHAVIOURS.index("locomotion")] = _walking(states, schedule, fps, L)
     return states, labels
+
+
+def _walking(states: list[MouseState], schedule: list[_Segment], fps: int, L: float) -> np.ndarray:
+    """(n,) 0/1: frames of walk segments where the centre moves at LOCOMOTION_SPEED or faster."""
+    xy = np.array([(s.x, s.y) for s in states])
+    step = np.r_[0.0, np.hypot(*np.diff(xy, axis=0).T)] * fps / L  # body lengths per second
+    width = max(1, round(LOCOMOTION_WINDOW * fps))
+    speed = np.convolve(step, np.ones(width) / width, mode="same")
+    in_walk = np.concatenate([np.full(seg.length, seg.kind == "walk") for seg in schedule])
+    return (in_walk & (speed >= LOCOMOTION_SPEED)).astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -995,8 +1020,19 @@ class _Look:
         )
 
 
-def _background(arena: ArenaGeometry, look: _Look) -> np.ndarray:
-    """Empty arena: bench outside, a dark wall band, an unevenly lit floor darker along the walls."""
+def _floor_texture(rng: np.random.Generator, size: int, L: float) -> np.ndarray:
+    """(size, size) float32 around 1: a faint static floor pattern (bedding dust, scratches in the
+    acrylic), blotches of about a quarter body length at a few percent of contrast. Real floors have
+    one, and it is what moves in a mouse-centred crop when the mouse walks."""
+    field = cv2.GaussianBlur(rng.normal(0.0, 1.0, (size, size)).astype(np.float32), (0, 0), max(1.0, 0.08 * L))
+    return (1.0 + _FLOOR_CONTRAST * field / max(float(field.std()), 1e-6)).astype(np.float32)
+
+
+_FLOOR_CONTRAST = 0.04  # standard deviation of the floor pattern, a fraction of the floor's brightness
+
+
+def _background(arena: ArenaGeometry, look: _Look, texture: np.ndarray | None = None) -> np.ndarray:
+    """Empty arena: bench outside, a dark wall band, an unevenly lit, faintly patterned floor darker along the walls."""
     size = arena.size
     img = np.empty((size, size, 3), dtype=np.float32)
     img[:] = 0.62 * look.floor
@@ -1008,7 +1044,7 @@ def _background(arena: ArenaGeometry, look: _Look) -> np.ndarray:
     light = 1.0 - look.vignette * ((xx - cx) ** 2 + (yy - cy) ** 2) / 0.5
     depth = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy]) * size - (o + w)
     wall_shade = 1.0 - 0.1 * np.exp(-np.clip(depth, 0, None) / (0.06 * arena.body_length + 1.0))
-    floor = look.floor * light * wall_shade
+    floor = look.floor * light * wall_shade * (1.0 if texture is None else texture)
     inner = slice(o + w, size - o - w)
     for c in range(3):
         img[inner, inner, c] = (floor * look.tint[c])[inner, inner]
@@ -1115,7 +1151,7 @@ def _frames(
     """Rendered BGR frames of one video."""
     # Optics: no perfectly sharp edges. The empty arena is blurred once, each frame only around
     # the mouse (the body, its shadow and the tail all lie within a body length of a body part).
-    background = cv2.GaussianBlur(_background(arena, look), (3, 3), 0.7)
+    background = cv2.GaussianBlur(_background(arena, look, _floor_texture(rng, arena.size, L)), (3, 3), 0.7)
     noise = _noise_bank(rng, arena.size, look.noise_sigma)
     n = len(st["x"])
     gain = 1.0 + 0.006 * _smooth_noise(rng, n, 5.0)  # slow lighting flicker
