@@ -27,7 +27,7 @@ CONSTRAINTS = REPO_ROOT / "constraints.txt"
 SOURCES = ["benchmark", "tracking", "core", "search_spaces", "__init__.py"]
 # Top-level import name -> distribution that provides it, for every third-party import of SOURCES.
 DISTRIBUTION_OF = {
-    "cv2": "opencv-python-headless",
+    "cv2": "opencv-contrib-python-headless",  # the contrib build: cv2.optflow (TV-L1)
     "keras": "keras",
     "matplotlib": "matplotlib",
     "mlflow": "mlflow",

@@ -44,7 +44,7 @@ def test_cut_synthetic_recording_into_three_pieces(recording, tmp_path):
     manifest = cut_recording(pose, labels, tmp_path / "pieces", fps=10, n_pieces=3, test_pieces=[3],
                              name="one_mouse", crop={"centre": ["midbody"]}, pose={"heading": ["tailbase", "snout"]})
     dataset = load_dataset(manifest)
-    assert dataset.name == "one_mouse" and dataset.behaviours == ("grooming", "mid_rearing", "wall_rearing")
+    assert dataset.name == "one_mouse" and dataset.behaviours == ("grooming", "mid_rearing", "wall_rearing", "locomotion")
     assert dataset.heading == ("tailbase", "snout") and dataset.crop.centre == ("midbody",)
     assert [(v.id, v.split, v.fps, v.video) for v in dataset.videos] == [
         ("piece1", "train", 10.0, None), ("piece2", "train", 10.0, None), ("piece3", "test", 10.0, None)]

@@ -227,7 +227,7 @@ def test_ctrl_c_during_a_trial_ends_in_one_line(tiny_dataset, tmp_path):
             except sqlite3.Error:
                 continue
         assert running, "the trial never started"
-        time.sleep(1)  # inside the epochs
+        time.sleep(1)  # the model is being built or trained: the signal must not be lost in either
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=120)
     finally:

@@ -39,6 +39,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from ...core.errors import ConfigError, DataError
+from ...core.interrupts import deferred_interrupts, raise_if_interrupted
 from ..features.sequences import (
     Scaling,
     feature_stats,
@@ -248,10 +249,11 @@ class Head(ABC):
             self.patience if stop_early else None, on_epoch_end,
         )
         started = time.perf_counter()
-        model.fit(
-            Xw, yw, sample_weight=ww, batch_size=self.batch_size, epochs=self.max_epochs,
-            shuffle=True, verbose=0, callbacks=[tracker.callback],
-        )
+        with deferred_interrupts():  # Ctrl-C raised at a batch's end, not lost in a TensorFlow finaliser
+            model.fit(
+                Xw, yw, sample_weight=ww, batch_size=self.batch_size, epochs=self.max_epochs,
+                shuffle=True, verbose=0, callbacks=[tracker.callback],
+            )
         train_seconds = time.perf_counter() - started
         if stop_early and tracker.best_weights is not None:
             model.set_weights(tracker.best_weights)
@@ -540,7 +542,11 @@ class _EpochTracker:
             def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
                 tracker.epoch_started = time.perf_counter()
 
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                raise_if_interrupted()
+
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                raise_if_interrupted()
                 if tracker.end_epoch(self.model, epoch + 1, (logs or {}).get("loss")):
                     self.model.stop_training = True
 
