@@ -181,11 +181,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- leaderboard
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .postprocess import parse_threshold_rule
+    from .results.ensemble import parse_ensembles
     from .results.leaderboard import LeaderboardOptions, build_leaderboard
     from .results.refit import RefitSettings
     from .results.report import behaviour_heading, terminal_table
 
     parse_threshold_rule(args.threshold)  # a typo fails now, not after the first refit
+    ensembles = [members for text in args.ensemble or [] for members in parse_ensembles(text)]
     workdir = _workdir(args)
     tracking_uri = _existing_store(args)
     board = build_leaderboard(LeaderboardOptions(
@@ -194,6 +196,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         refit_settings=RefitSettings(threshold_rule=args.threshold, seed=args.seed, dataset=args.dataset,
                                      progress=not args.no_progress and sys.stderr.isatty(), final=args.final,
                                      refit_seeds=args.refit_seeds),
+        ensembles=ensembles, two_stream=not args.no_two_stream,
     ))
     for behaviour, rows in board.rows.items():
         print(f"\n{behaviour_heading(behaviour, rows, board.test_evaluations.get(behaviour))}")
@@ -448,6 +451,12 @@ def _add_leaderboard(commands: Commands) -> None:
                        help="show current final models only, train nothing (a stale one is not shown)")
     board.add_argument("--no-register", action="store_true",
                        help="do not register the best model per behaviour in the MLflow model registry")
+    board.add_argument("--ensemble", nargs="+", metavar="PAIR,PAIR",
+                       help="ensemble rows: searched pairs joined by commas (mobilenet_v2+lstm,flow_hof+lstm), "
+                            "their probabilities averaged with weights, threshold and post-processing chosen on "
+                            "their out-of-fold predictions; see README, Streams and fusion")
+    board.add_argument("--no-two-stream", action="store_true",
+                       help="no default two-stream row (the best appearance pair with the best flow or track pair)")
     board.set_defaults(func=cmd_leaderboard)
 
 

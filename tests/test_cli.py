@@ -127,6 +127,8 @@ EXPECTED_ARGUMENTS = {
         ("--refit-seeds", "refit_seeds", 3, False),
         ("--no-refit", "no_refit", False, False),
         ("--no-register", "no_register", False, False),
+        ("--ensemble", "ensemble", None, False),
+        ("--no-two-stream", "no_two_stream", False, False),
         ("--no-progress", "no_progress", False, False),
     },
     "predict": {

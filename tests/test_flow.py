@@ -128,3 +128,37 @@ def test_rgb_and_flow_backbones_share_one_decode_pass_and_match_their_own(synthe
     for entry in dataset.videos:
         key = cache_key(dataset, entry, flow, dataset.crop)
         np.testing.assert_array_equal(np.asarray(shared.load(key)), np.asarray(alone.load(key)))
+
+
+@pytest.mark.slow
+def test_movement_is_seen_by_flow_and_the_two_stream_row_fuses_it(tmp_path, capsys):
+    """Locomotion (defined by movement only) through a real search and board: flow_hof clearly above
+    mobilenet_v2 with the same head, and the default two-stream row at least as good as its best member."""
+    import pandas as pd
+
+    from mbr_bench.benchmark.cli import main
+    from mbr_bench.benchmark.data.synthetic import generate
+
+    from mbr_bench.benchmark.backbones.keras_apps import keras_models_dir
+
+    offline = keras_models_dir() / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    manifest = generate(tmp_path / "data", n_videos=5, n_frames=400, seed=2, n_test=1)
+    space = tmp_path / "space.yaml"
+    space.write_text("frame_mlp: {units: {choices: [32]}, sequence_length: 100, max_epochs: 10,"
+                     " learning_rate: {fixed: 0.003}}\n")
+    common = ["--workdir", str(tmp_path / "work"), "--no-progress"]
+    assert main(["run", "--study", "locomotion", "--dataset", str(manifest), "--backbones", "mobilenet_v2", "flow_hof",
+                 "--heads", "frame_mlp", "--n-trials", "1", "--search-space", str(space),
+                 "--weights", "imagenet" if offline.is_file() else "none", *common]) == 0
+    assert main(["leaderboard", "--study", "locomotion", "--refit-seeds", "1", "--out", str(tmp_path / "board"),
+                 *common]) == 0
+    printed = capsys.readouterr().out
+    board = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    rows = {(row["backbone"], row["head"]): row for _, row in board.iterrows()}
+    rgb, flow = rows["mobilenet_v2", "frame_mlp"], rows["flow_hof", "frame_mlp"]
+    two_stream = rows["mobilenet_v2+frame_mlp & flow_hof+frame_mlp", "ensemble"]
+    assert flow["cv_pr_auc_mean"] > rgb["cv_pr_auc_mean"] + 0.1, (flow["cv_pr_auc_mean"], rgb["cv_pr_auc_mean"])
+    assert two_stream["cv_pr_auc_mean"] >= max(rgb["cv_pr_auc_mean"], flow["cv_pr_auc_mean"]) - 0.02
+    assert two_stream["embedding_seconds_per_frame"] == pytest.approx(
+        rgb["embedding_seconds_per_frame"] + flow["embedding_seconds_per_frame"], rel=1e-3)
+    assert "test set evaluated 3 times" in printed  # two refits and the ensemble, each once

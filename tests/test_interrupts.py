@@ -13,6 +13,14 @@ def _ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own SIGINT handler, as in a terminal (a background job's shell starts it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_ctrl_c_inside_the_block_waits_for_the_check_and_a_second_one_does_not():
     reached = []
     with pytest.raises(KeyboardInterrupt):
@@ -28,6 +36,14 @@ def test_a_ctrl_c_inside_the_block_waits_for_the_check_and_a_second_one_does_not
             reached.append("not reached")
     assert reached == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a background job: the user asked not to be stopped
+    with deferred_interrupts():
+        _ctrl_c()
+        raise_if_interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_a_ctrl_c_after_the_last_check_is_raised_when_the_block_ends():

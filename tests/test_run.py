@@ -214,8 +214,11 @@ def test_ctrl_c_during_a_trial_ends_in_one_line(tiny_dataset, tmp_path):
 
     workdir = tmp_path / "w"
     argv = _endless_run(tiny_dataset, tmp_path, workdir, "--n-trials", "1", "--no-progress")
+    # Ctrl-C reaches the child as in a terminal, even when this test runs as a background job (whose
+    # shell starts it with SIGINT ignored, which a child would inherit).
     run = subprocess.Popen([sys.executable, "-m", "mbr_bench.benchmark.cli", *argv], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         running = 0

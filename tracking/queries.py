@@ -14,6 +14,7 @@ from mlflow.entities import Run
 
 from ..core.stores import default_artifact_root, default_tracking_uri, sqlite_path  # noqa: F401  (re-exported)
 from .schema import (
+    KIND_ENSEMBLE,
     KIND_PAIR,
     KIND_REFIT,
     KIND_TRIAL,
@@ -108,13 +109,11 @@ def trial_predictions(client: MlflowClient, run_id: str) -> list[tuple[str, np.n
 
 
 def count_test_evaluations(client: MlflowClient, behaviour: str) -> int:
-    """How many times a behaviour's test set has been scored: its FINISHED refit runs (each refit
-    scores the test videos once), over every pair and every invocation; 0 without an experiment."""
+    """How many times a behaviour's test set has been scored: its FINISHED refit and ensemble runs
+    (each scores the test videos once), over every pair and every invocation; 0 without an experiment."""
     experiment = client.get_experiment_by_name(experiment_name(behaviour))
     if experiment is None:
         return 0
-    return len(search_all(
-        client,
-        [experiment.experiment_id],
-        f"tags.`{TAG_KIND}` = '{KIND_REFIT}' and attributes.status = 'FINISHED'",
-    ))
+    return sum(len(search_all(client, [experiment.experiment_id],
+                              f"tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'FINISHED'"))
+               for kind in (KIND_REFIT, KIND_ENSEMBLE))

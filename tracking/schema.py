@@ -60,9 +60,12 @@ TAG_REFIT_VERSION = "mbr.refit_version"
 TAG_REFIT_SEED = "mbr.refit_seed"
 TAG_FINAL = "mbr.final"  # what the refit run deploys: FINAL_ENSEMBLE (the K fold models) or FINAL_REFIT
 # -- tags: how numbers were made (pair, trial and refit runs) ---------------------------------------
+TAG_MEMBERS = "mbr.members"  # on an ensemble run: its members' refit run ids, in order
+ENSEMBLE_WEIGHT = "ensemble/weight_"  # + member index: an ensemble run's fusion weights
 TAG_PROTOCOL = "mbr.protocol"  # how each fold's training length is chosen (see benchmark/search.py)
 
 KIND_PAIR, KIND_TRIAL, KIND_REFIT, KIND_LEADERBOARD = "pair", "trial", "refit", "leaderboard"
+KIND_ENSEMBLE = "ensemble"  # an ensemble row's one scoring of the test videos (benchmark/results/ensemble.py)
 FINAL_ENSEMBLE, FINAL_REFIT = "ensemble", "refit"
 STATE_COMPLETE, STATE_PRUNED, STATE_FAILED = "complete", "pruned", "failed"
 TRIAL_STATES = (STATE_COMPLETE, STATE_PRUNED, STATE_FAILED)

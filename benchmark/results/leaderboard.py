@@ -26,13 +26,16 @@ from mlflow.exceptions import MlflowException
 
 from ...core.errors import ConfigError, MbrError
 from ...core.stores import default_tracking_uri
-from ...tracking.queries import count_test_evaluations, pair_runs, trial_runs
+from ...tracking.queries import count_test_evaluations, pair_runs, trial_predictions, trial_runs
 from ...tracking.runs import Tracker
 from ...tracking.schema import (
     BEST_CV_PR_AUC,
     BEST_TEST_PR_AUC,
+    CV_PR_AUC_MEAN,
+    ENSEMBLE_WEIGHT,
     EXPERIMENT_PREFIX,
     FIGURES_DIR,
+    KIND_ENSEMBLE,
     KIND_LEADERBOARD,
     MODEL_ARTIFACT,
     N_PAIRS,
@@ -41,8 +44,11 @@ from ...tracking.schema import (
     TAG_BEHAVIOUR,
     TAG_BEST_PAIR,
     TAG_HEAD,
+    TAG_KIND,
+    TAG_MEMBERS,
     TAG_PAIR,
     TAG_RULE,
+    TEST,
     TEST_VIDEOS,
     RefitRecord,
     TrialRecord,
@@ -52,7 +58,16 @@ from ...tracking.schema import (
 )
 from ..features.cache import EmbeddingCache, default_cache_dir
 from ..progress import SearchProgress
-from .refit import NoResult, RefitSettings, best_trial, current_refit, load_test_predictions, refit_pair
+from .ensemble import ENSEMBLE_HEAD, MemberPredictions, ensemble_name, ensemble_row, two_stream_members
+from .refit import (
+    NoResult,
+    RefitSettings,
+    best_trial,
+    current_refit,
+    load_test_predictions,
+    refit_pair,
+    training_fps,
+)
 from .report import write_report
 from .types import PairResult, VideoPrediction, fill_statistics, sort_rows
 
@@ -67,6 +82,8 @@ class LeaderboardOptions:
     register: bool = True  # register each behaviour's best model
     refit_settings: RefitSettings = field(default_factory=RefitSettings)
     progress: bool = True
+    ensembles: list[list[str]] = field(default_factory=list)  # member pairs of each --ensemble row
+    two_stream: bool = True  # add the best appearance pair + best motion pair row
 
 
 @dataclass
@@ -105,6 +122,7 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     for behaviour in behaviours:
         pairs = pair_runs(tracker.client, behaviour)
         results = [_pair_result(tracker, pair, options, cache, progress) for pair in pairs]
+        results += _ensemble_rows(tracker, behaviour, results, pairs, options, progress)
         rows[behaviour] = sort_rows(fill_statistics(results))
         # After this invocation's refits: every FINISHED refit run scored the test videos once.
         test_evaluations[behaviour] = count_test_evaluations(tracker.client, behaviour)
@@ -154,7 +172,55 @@ def _pair_result(tracker: Any, pair: Any, options: LeaderboardOptions, cache: An
     return row
 
 
+def _ensemble_rows(tracker: Any, behaviour: str, results: list[PairResult], pairs: list[Any],
+                   options: LeaderboardOptions, progress: SearchProgress) -> list[PairResult]:
+    """The --ensemble rows and, by default, the two-stream row (see results/ensemble.py)."""
+    requested = [list(members) for members in options.ensembles]
+    two_stream = two_stream_members(results) if options.two_stream else None
+    if two_stream and two_stream not in requested:
+        requested.append(two_stream)
+    by_pair = {row.pair: row for row in results}
+    runs = {f"{pair.data.tags[TAG_BACKBONE]}+{pair.data.tags[TAG_HEAD]}": pair for pair in pairs}
+    out = []
+    for names in requested:
+        missing = [n for n in names if n not in by_pair or not by_pair[n].ok or not by_pair[n].refit_run_id]
+        if missing:
+            row = PairResult(behaviour, ensemble_name(names), ENSEMBLE_HEAD, members=list(names))
+            row.error = (f"no tested model of {', '.join(missing)} for {behaviour}; search it with "
+                         "`mbr-bench run` first (and leave out --no-refit)")
+            out.append(row)
+            continue
+        members = [MemberPredictions(by_pair[n], {video: (y, proba) for video, y, proba in
+                                                  trial_predictions(tracker.client, by_pair[n].best_run_id)})
+                   for n in names]
+        fps = training_fps(runs[names[0]], options.refit_settings)
+        row = ensemble_row(behaviour, members, fps, options.refit_settings.threshold_rule)
+        if row.ok:
+            _record_ensemble(tracker, row, [by_pair[n].refit_run_id for n in names])
+            progress.message(f"{behaviour} · {row.pair}: weights {', '.join(f'{w:.1f}' for w in row.weights)}, "
+                             f"CV PR-AUC {row.cv_pr_auc_mean:.3f}")
+        out.append(row)
+    return out
+
+
+def _record_ensemble(tracker: Any, row: PairResult, refit_ids: list[str]) -> None:
+    """One MLflow run per ensemble of these very models: the test set was scored once more (counted
+    on the board); the same ensemble of the same models again recomputes the same numbers, no new run."""
+    members = ",".join(refit_ids)
+    experiment = tracker.client.get_experiment_by_name(experiment_name(row.behaviour))
+    if experiment is not None and tracker.client.search_runs(
+            [experiment.experiment_id], f"tags.`{TAG_KIND}` = '{KIND_ENSEMBLE}' and tags.`{TAG_MEMBERS}` = '{members}' "
+            "and attributes.status = 'FINISHED'", max_results=1):
+        return
+    tags = {TAG_PAIR: row.pair, TAG_MEMBERS: members, TAG_RULE: row.threshold_rule}
+    with tracker.result_run(row.behaviour, KIND_ENSEMBLE, row.pair[:200], tags) as run:
+        run.log_metrics({**{f"{TEST}{k}": v for k, v in row.test_raw.items() if math.isfinite(v)},
+                         CV_PR_AUC_MEAN: row.cv_pr_auc_mean,
+                         **{f"{ENSEMBLE_WEIGHT}{k}": w for k, w in enumerate(row.weights)}})
+
+
 def _fill_search(row: PairResult, best: Any) -> None:
+    row.best_run_id = best.info.run_id
     record = TrialRecord.from_run(best)
     row.cv_pr_auc_mean = record.cv_pr_auc_mean
     row.cv_pr_auc_std = record.cv_pr_auc_std

@@ -354,6 +354,11 @@ def _load_search_dataset(pair_run: Any, settings: RefitSettings) -> Dataset:
     return dataset
 
 
+def training_fps(pair_run: Any, settings: RefitSettings) -> float:
+    """The median frame rate of the training videos a pair was searched on (post-processing sizes are in its frames)."""
+    return float(np.median([video_fps(e) for e in _load_search_dataset(pair_run, settings).split("train")]))
+
+
 def _training_parts(dataset: Dataset, job: RefitJob) -> tuple[str, ...]:
     """The body parts pose features were computed from (one set per dataset: `dataset check` sees to it)."""
     with_pose = [entry for entry in job.train if entry.pose is not None]

@@ -97,10 +97,13 @@ class PairResult:
     delta_top_n: int = 0  # folds shared with the top row
     indistinguishable: bool = False  # not told apart from the top row by the paired t test
     top_pair: str | None = None  # the pair the paired difference is taken against (itself on the top row)
+    best_run_id: str | None = None  # the best trial's MLflow run (its out-of-fold predictions)
+    members: list[str] = field(default_factory=list)  # an ensemble row's pairs (results/ensemble.py)
+    weights: list[float] = field(default_factory=list)  # and the weight of each
 
     @property
     def pair(self) -> str:
-        return f"{self.backbone}+{self.head}"
+        return self.backbone if self.members else f"{self.backbone}+{self.head}"
 
     @property
     def ok(self) -> bool:
