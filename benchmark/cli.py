@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 from pathlib import Path
 
 from .. import __version__
@@ -115,7 +115,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from .backbones import build_backbone
     from .data.manifest import load_dataset
-    from .features.cache import EmbeddingCache, default_cache_dir
     from .features.embed import embed_dataset
     from .table import format_table
 
@@ -129,7 +128,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     check_backbone_names("--backbone", args.backbone)
     also_track = any("track" in part_kinds(name) for name in args.backbone)
     companions = crop_parts(args.backbone, dataset, args.weights)  # one crop pass for all image and flow backbones
-    cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(_workdir(args)))
+    cache = _cache(args, _workdir(args))
     progress = not args.no_progress and sys.stderr.isatty()
     rows = []
     for name in args.backbone:
@@ -196,7 +195,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         refit_settings=RefitSettings(threshold_rule=args.threshold, seed=args.seed, dataset=args.dataset,
                                      progress=not args.no_progress and sys.stderr.isatty(), final=args.final,
                                      refit_seeds=args.refit_seeds),
-        ensembles=ensembles, two_stream=not args.no_two_stream,
+        ensembles=ensembles, two_stream=not args.no_two_stream, cache_dir=args.cache_dir,
     ))
     for behaviour, rows in board.rows.items():
         print(f"\n{behaviour_heading(behaviour, rows, board.test_evaluations.get(behaviour))}")
@@ -216,7 +215,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..tracking.queries import default_tracking_uri
     from .bundle import resolve_bundle
-    from .features.cache import EmbeddingCache, default_cache_dir
     from .predict import PredictOptions, predict_videos
     from .table import format_table
 
@@ -224,7 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri(workdir)
     bundles = [resolve_bundle(model, uri, workdir / "models") for model in args.model]
     outcomes = predict_videos(PredictOptions(
-        bundles=bundles, inputs=args.videos, out_dir=args.out, cache=EmbeddingCache(default_cache_dir(workdir)),
+        bundles=bundles, inputs=args.videos, out_dir=args.out, cache=_cache(args, workdir),
         pose=args.pose, exclusive=args.exclusive, batch_size=args.batch_size,
         progress=not args.no_progress and sys.stderr.isatty(),
     ))
@@ -332,6 +330,19 @@ def _seed_option(what: str) -> argparse.ArgumentParser:
     return parent
 
 
+def _cache_dir_option() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--cache-dir", type=Path,
+                        help="embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)")
+    return parent
+
+
+def _cache(args: argparse.Namespace, workdir: Path) -> Any:
+    from .features.cache import EmbeddingCache, default_cache_dir
+
+    return EmbeddingCache(args.cache_dir or default_cache_dir(workdir))
+
+
 def _port_option() -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
@@ -377,7 +388,8 @@ def _add_dataset(commands: Commands) -> None:
 def _add_embed(commands: Commands) -> None:
     embed = commands.add_parser(
         "embed", help="compute (or reuse) per-frame embeddings for a dataset",
-        parents=[_workdir_option(), _batch_size_option("frames per forward pass"), _no_progress_option("progress bar")])
+        parents=[_workdir_option(), _cache_dir_option(), _batch_size_option("frames per forward pass"),
+                 _no_progress_option("progress bar")])
     embed.add_argument("--dataset", required=True, type=Path, help="dataset.yaml")
     embed.add_argument("--backbone", required=True, nargs="+", metavar="NAME",
                        help="one or more backbones (see `mbr-bench backbones`)")
@@ -386,7 +398,6 @@ def _add_embed(commands: Commands) -> None:
     embed.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids")
     embed.add_argument("--crop-mode", choices=["pose", "tracker", "full"], help="override crop.mode of the manifest")
     embed.add_argument("--crop-size", type=int, help="override crop.size (pixels) of the manifest")
-    embed.add_argument("--cache-dir", help="embedding cache (default: WORKDIR/cache)")
     embed.add_argument("--json", action="store_true", help="print the per-video summary as JSON")
     embed.set_defaults(func=cmd_embed)
 
@@ -394,7 +405,7 @@ def _add_embed(commands: Commands) -> None:
 def _add_run(commands: Commands) -> None:
     run = commands.add_parser(
         "run", help="search every backbone x head pair for a behaviour (Optuna + MLflow)",
-        parents=[_workdir_option(), _tracking_uri_option(), _seed_option("sampler and training seed"),
+        parents=[_workdir_option(), _tracking_uri_option(), _cache_dir_option(), _seed_option("sampler and training seed"),
                  _batch_size_option(), _no_progress_option("progress lines")])
     run.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a behaviour of the dataset, or all")
     run.add_argument("--dataset", type=Path,
@@ -417,8 +428,6 @@ def _add_run(commands: Commands) -> None:
                      help="YAML search space overriding the packaged one (keys = head parameters)")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")
     run.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
-    run.add_argument("--cache-dir", type=Path,
-                     help="embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)")
     run.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, metavar="SECONDS",
                      help=f"worker heartbeat; a trial silent for 4 heartbeats is failed and retried "
                           f"(default: {HEARTBEAT_SECONDS})")
@@ -430,7 +439,7 @@ def _add_run(commands: Commands) -> None:
 def _add_leaderboard(commands: Commands) -> None:
     board = commands.add_parser(
         "leaderboard", help="refit each pair's best trial, test it once, and compare all pairs (table, CSV, HTML)",
-        parents=[_workdir_option(), _tracking_uri_option(), _seed_option("refit training seed"),
+        parents=[_workdir_option(), _tracking_uri_option(), _cache_dir_option(), _seed_option("refit training seed"),
                  _no_progress_option("progress lines")])
     board.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a searched behaviour, or all")
     board.add_argument("--dataset", type=Path,
@@ -464,7 +473,7 @@ def _add_predict(commands: Commands) -> None:
     predict = commands.add_parser(
         "predict", help="label new videos with trained models (one CSV per video)",
         parents=[_workdir_option("work directory: embedding cache, downloaded models"), _tracking_uri_option(),
-                 _batch_size_option(), _no_progress_option("progress bar")])
+                 _cache_dir_option(), _batch_size_option(), _no_progress_option("progress bar")])
     predict.add_argument("videos", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER", help="video files or folders")
     predict.add_argument("--model", required=True, action="append", metavar="MODEL",
                          help="a refit run id, a registered model name (mbr-bench.BEHAVIOUR[/VERSION]) or a model "

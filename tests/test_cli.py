@@ -116,6 +116,7 @@ EXPECTED_ARGUMENTS = {
         ("--no-progress", "no_progress", False, False),
     },
     "leaderboard": {
+        ("--cache-dir", "cache_dir", None, False),
         ("--study", "study", None, True),
         ("--workdir", "workdir", None, False),
         ("--tracking-uri", "tracking_uri", None, False),
@@ -132,6 +133,7 @@ EXPECTED_ARGUMENTS = {
         ("--no-progress", "no_progress", False, False),
     },
     "predict": {
+        ("--cache-dir", "cache_dir", None, False),
         ("videos", "videos", None, True),
         ("--model", "model", None, True),
         ("--pose", "pose", None, False),
@@ -180,6 +182,8 @@ EXPECTED_SHARED_HELP = {
     ("leaderboard", "--seed"): "refit training seed (default: 0)",
     ("ui", "--port"): "port (default: 5000)",
     ("serve", "--port"): "port (default: 5000)",
+    **{(command, "--cache-dir"): "embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)"
+       for command in ("embed", "run", "leaderboard", "predict")},
 }
 
 EXPECTED_HANDLERS = {

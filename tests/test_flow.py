@@ -146,7 +146,7 @@ def test_movement_is_seen_by_flow_and_the_two_stream_row_fuses_it(tmp_path, caps
     space = tmp_path / "space.yaml"
     space.write_text("frame_mlp: {units: {choices: [32]}, sequence_length: 100, max_epochs: 10,"
                      " learning_rate: {fixed: 0.003}}\n")
-    common = ["--workdir", str(tmp_path / "work"), "--no-progress"]
+    common = ["--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "shared_cache"), "--no-progress"]
     assert main(["run", "--study", "locomotion", "--dataset", str(manifest), "--backbones", "mobilenet_v2", "flow_hof",
                  "--heads", "frame_mlp", "--n-trials", "1", "--search-space", str(space),
                  "--weights", "imagenet" if offline.is_file() else "none", *common]) == 0
@@ -161,4 +161,5 @@ def test_movement_is_seen_by_flow_and_the_two_stream_row_fuses_it(tmp_path, caps
     assert two_stream["cv_pr_auc_mean"] >= max(rgb["cv_pr_auc_mean"], flow["cv_pr_auc_mean"]) - 0.02
     assert two_stream["embedding_seconds_per_frame"] == pytest.approx(
         rgb["embedding_seconds_per_frame"] + flow["embedding_seconds_per_frame"], rel=1e-3)
+    assert not (tmp_path / "work" / "cache").exists()  # run and leaderboard both used --cache-dir
     assert "test set evaluated 3 times" in printed  # two refits and the ensemble, each once

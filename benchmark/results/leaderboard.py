@@ -84,6 +84,7 @@ class LeaderboardOptions:
     progress: bool = True
     ensembles: list[list[str]] = field(default_factory=list)  # member pairs of each --ensemble row
     two_stream: bool = True  # add the best appearance pair + best motion pair row
+    cache_dir: Path | None = None  # default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache
 
 
 @dataclass
@@ -116,7 +117,7 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
     uri = options.tracking_uri or default_tracking_uri(options.workdir)
     tracker = Tracker(uri)
     behaviours = studied_behaviours(tracker.client, options.study, uri)
-    cache = EmbeddingCache(default_cache_dir(options.workdir))
+    cache = EmbeddingCache(options.cache_dir or default_cache_dir(options.workdir))
     rows: dict[str, list[PairResult]] = {}
     test_evaluations: dict[str, int] = {}
     for behaviour in behaviours:
