@@ -62,6 +62,41 @@ def test_flow_hof_sees_motion_that_one_frame_cannot():
     np.testing.assert_array_equal(still_after[7], still_after[11])
 
 
+def test_flow_hof_turns_the_mean_flow_into_the_animals_frame():
+    """A square moving right: facing right it moves forward, facing down (+y) it moves to its left
+    (lateral < 0 with lateral = -x sin + y cos), with no heading those columns stay 0; a frame whose
+    heading is unknown (NaN) keeps the last known one."""
+    backbone = FlowHOF(stack=1)
+    frames = _moving_square(6, 64, 2.0)
+    forward, lateral = backbone.frame_dim - 2, backbone.frame_dim - 1
+    mean_x = backbone.frame_dim - 7
+
+    def embed(heading):
+        backbone.start_video(heading)
+        return backbone.embed_images(frames)
+
+    plain = embed(None)
+    assert np.all(plain[:, [forward, lateral]] == 0) and plain[1:, mean_x].min() > 0
+    right = embed(np.zeros(6))
+    np.testing.assert_allclose(right[:, forward], plain[:, mean_x], atol=1e-6)
+    assert np.abs(right[:, lateral]).max() < 0.2 * right[1:, forward].min()
+    down = embed(np.array([np.pi / 2, np.nan, np.nan, np.pi / 2, np.pi / 2, np.pi / 2]))
+    np.testing.assert_allclose(down[1:, lateral], -plain[1:, mean_x], atol=1e-6)
+    assert np.abs(down[:, forward]).max() < 0.2 * plain[1:, mean_x].min()
+    assert backbone.output_dim == 2 * (4 * 4 * 8 + 7)
+
+
+def test_the_embedding_pass_gives_flow_the_pose_heading(synthetic, tmp_path):
+    dataset = load_dataset(synthetic)
+    flow = build_backbone("flow_hof", dataset)
+    result = embed_dataset(dataset, flow, EmbeddingCache(tmp_path / "c"), progress=False)[0]
+    features = np.load(result.path)
+    forward = flow.frame_dim - 2
+    assert dataset.crop.mode == "pose" and np.abs(features[:, forward]).max() > 0
+    key = cache_key(dataset, dataset.videos[0], flow, dataset.crop)
+    assert key.fields["heading"] == list(dataset.heading)
+
+
 def test_flow_backbones_carry_state_across_batches_of_one_video_only():
     backbone = FlowHOF()
     frames = _moving_square(10, 64, 2.0)

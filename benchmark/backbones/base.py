@@ -50,8 +50,10 @@ class ImageBackbone(Backbone):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "input_size": self.input_size}
 
-    def start_video(self) -> None:
-        """Called before the first batch of each video; a backbone that looks across frames resets here."""
+    def start_video(self, heading: np.ndarray | None = None) -> None:
+        """Called before the first batch of each video; a backbone that looks across frames resets here.
+        `heading`: the animal's direction per frame (radians, image axes; `data.pose.heading_track`)
+        when the crops are centred on pose that has the heading parts, else None."""
 
 
 class FlowBackbone(ImageBackbone):
@@ -61,8 +63,8 @@ class FlowBackbone(ImageBackbone):
     kind = "flow"
 
     @abstractmethod
-    def start_video(self) -> None:
-        """Forget the previous video's crops."""
+    def start_video(self, heading: np.ndarray | None = None) -> None:
+        """Forget the previous video's crops; keep this video's `heading` (see ImageBackbone)."""
 
 
 class PoseBackbone(Backbone):

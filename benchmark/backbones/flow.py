@@ -10,8 +10,9 @@ each frame t from the flow between crops t-1 and t (zero for a video's first fra
   CLIP_PIXELS, as the I3D/two-stream recipe that the reference follows truncates to [-20, 20] and
   rescales to [-1, 1];
 * `flow_hof`: histograms of flow orientation weighted by magnitude over a grid of the crop, plus the
-  mean flow and magnitude statistics, for frame t and averaged over the `stack` frames up to t;
-  training-free and cheap;
+  mean flow (in image axes, and in the animal's frame, forward and lateral, when the crops are
+  centred on pose with the heading parts), and magnitude statistics, for frame t and averaged over
+  the `stack` frames up to t; training-free and cheap;
 * `flow_mobilenet_v2`: the last `stack` flow fields stacked as 2 x `stack` channels through
   MobileNetV2, its first convolution's ImageNet kernel averaged over the RGB channels and repeated
   for each flow channel (cross-modality initialisation, as the two-stream papers do).
@@ -39,7 +40,7 @@ from .keras_apps import MobileNetV2
 CLIP_PIXELS = 20.0  # the two-stream recipe's truncation of flow, in pixels per frame
 FLOW_METHODS = ("dis", "tvl1")
 DEFAULT_METHOD = "dis"
-FLOW_VERSION = "flow-v1"
+FLOW_VERSION = "flow-v2"  # v2: flow_hof's mean flow in the animal's frame
 
 
 def tvl1_available() -> bool:
@@ -74,6 +75,19 @@ def grey(images: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in images])
 
 
+def _held(angles: np.ndarray | None) -> np.ndarray | None:
+    """Per-frame angles with each NaN replaced by the last known one (the first known before it);
+    None when no angle is known."""
+    if angles is None:
+        return None
+    angles = np.asarray(angles, np.float64)
+    known = np.flatnonzero(np.isfinite(angles))
+    if not len(known):
+        return None
+    last = np.maximum.accumulate(np.where(np.isfinite(angles), np.arange(len(angles)), -1))
+    return angles[np.where(last < 0, known[0], last)]
+
+
 class _FlowStream(FlowBackbone):
     """The part every flow backbone shares: the previous crop kept across batches, and the flow."""
 
@@ -91,9 +105,11 @@ class _FlowStream(FlowBackbone):
         self.stack = stack
         self.start_video()
 
-    def start_video(self) -> None:
+    def start_video(self, heading: np.ndarray | None = None) -> None:
         self._previous: np.ndarray | None = None
         self._recent: deque[Any] = deque(maxlen=self.stack)
+        self._heading = _held(heading)
+        self._frame = 0  # this video's frames embedded so far
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "method": self.method, "stack": self.stack, "clip_pixels": CLIP_PIXELS}
@@ -116,9 +132,10 @@ class FlowHOF(_FlowStream):
     """Histograms of flow orientation weighted by magnitude, on a `grid` x `grid` partition of the crop.
 
     Per frame: for each cell, `bins` orientation bins (the magnitude falling in each, averaged over
-    the cell's pixels); then the mean flow (x, y), and the mean, standard deviation and 90th
-    percentile of the magnitude over the crop. Those per-frame values, then their mean over the
-    last `stack` frames (fewer at a video's start). No weights, no TensorFlow.
+    the cell's pixels); then the mean flow (x, y), the mean, standard deviation and 90th percentile
+    of the magnitude over the crop, and the mean flow in the animal's frame (forward, lateral; 0
+    when no heading is known). Those per-frame values, then their mean over the last `stack` frames
+    (fewer at a video's start). No weights, no TensorFlow.
     """
 
     default_input_size = 64
@@ -135,7 +152,7 @@ class FlowHOF(_FlowStream):
         super().__init__(method, stack, input_size)
         if self.input_size < grid:
             raise ConfigError(f"backbone flow_hof: input_size {self.input_size} is smaller than grid {grid}")
-        self.frame_dim = grid * grid * bins + 5
+        self.frame_dim = grid * grid * bins + 7
         self.output_dim = 2 * self.frame_dim
 
     @property
@@ -150,6 +167,12 @@ class FlowHOF(_FlowStream):
         out = np.empty((len(images), self.output_dim), np.float32)
         for index, flow in enumerate(flows):
             features = self._frame_features(flow)
+            if self._heading is not None and self._frame < len(self._heading):
+                angle = self._heading[self._frame]
+                mean_x, mean_y = features[-7], features[-6]
+                features[-2] = mean_x * np.cos(angle) + mean_y * np.sin(angle)  # forward
+                features[-1] = -mean_x * np.sin(angle) + mean_y * np.cos(angle)  # lateral
+            self._frame += 1
             self._recent.append(features)
             out[index, : self.frame_dim] = features
             out[index, self.frame_dim :] = np.mean(self._recent, axis=0)
@@ -167,7 +190,7 @@ class FlowHOF(_FlowStream):
                                   minlength=self.grid * self.grid)
         hist = hist / np.repeat(cell_pixels, self.bins)
         summary = [flow[..., 0].mean(), flow[..., 1].mean(), magnitude.mean(), magnitude.std(),
-                   np.percentile(magnitude, 90)]
+                   np.percentile(magnitude, 90), 0.0, 0.0]  # the last two: forward, lateral (embed_images)
         return np.concatenate([hist, summary]).astype(np.float32)
 
 

@@ -393,6 +393,17 @@ def require_tracked(pose: Pose, cleaned: Pose, indices: Sequence[int], setting: 
             )
 
 
+def heading_track(pose: Pose, heading: Sequence[str], min_likelihood: float = 0.6) -> np.ndarray | None:
+    """(T,) float64: the direction from the back to the front part of `heading` in each frame, in
+    radians in image axes, after `clean_pose` (NaN where a part is never tracked); None when the
+    pose has no such part."""
+    if any(part not in pose.bodyparts for part in heading):
+        return None
+    cleaned = clean_pose(pose, min_likelihood)
+    back, front = (cleaned.xy[:, pose.part(part), :] for part in heading)
+    return np.arctan2(front[:, 1] - back[:, 1], front[:, 0] - back[:, 0])
+
+
 def centre_track(pose: Pose, parts: Sequence[str], min_likelihood: float = 0.6) -> np.ndarray:
     """(T, 2) float64: the mean position of `parts` in each frame, after `clean_pose`.
 

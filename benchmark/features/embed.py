@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 from ...core.errors import DataError
 from ...core.hashing import content_hash
 from ..backbones import CROP_KINDS, FusedBackbone, part_kinds
-from ..backbones.base import Backbone, ImageBackbone, PoseBackbone, TrackBackbone
+from ..backbones.base import Backbone, FlowBackbone, ImageBackbone, PoseBackbone, TrackBackbone
 from ..data.crops import BLOB_COLUMNS, TRACKER_VERSION, CropSettings, iter_crops, track_blobs
 from ..data.manifest import Dataset, VideoEntry
-from ..data.pose import centre_track
+from ..data.pose import centre_track, heading_track
 from ..data.video import probe_video
 from .cache import CacheKey, EmbeddingCache
 
@@ -93,6 +93,8 @@ def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: Cro
             fields["pose_sha256"] = content_hash(_require_pose(dataset, entry, "crop.mode pose"))
             fields["individual"] = dataset.individual
             fields["parts"] = dataset.parts.key()
+            if isinstance(backbone, FlowBackbone):
+                fields["heading"] = list(dataset.heading)  # flow_hof's animal-frame flow
     return CacheKey(entry.id, fields)
 
 
@@ -190,8 +192,10 @@ def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 def _image_frames(
     dataset: Dataset, entry: VideoEntry, crop: CropSettings, out_size: int | tuple[int, ...], n_frames: int,
     blobs: list | None,
-) -> Iterator[Any]:
-    centres = None
+) -> tuple[Iterator[Any], np.ndarray | None]:
+    """The video's crops, and the animal's heading per frame when the crops follow pose that has the
+    heading parts (None otherwise)."""
+    centres = heading = None
     if crop.mode == "pose":
         pose = dataset.read_pose(entry, _require_pose(dataset, entry, "crop.mode pose"))
         centres = centre_track(pose, crop.centre, crop.min_likelihood)
@@ -200,7 +204,8 @@ def _image_frames(
                 f"{entry.pose}: frame-count mismatch for video '{entry.id}': video {n_frames}, "
                 f"pose {len(centres)}; the pose file must have one row per video frame"
             )
-    return iter_crops(entry.video, crop, out_size, centres=centres, blobs=blobs)
+        heading = heading_track(pose, dataset.heading, crop.min_likelihood)
+    return iter_crops(entry.video, crop, out_size, centres=centres, blobs=blobs), heading
 
 
 def _batches_per_size(crops: Iterator[tuple[np.ndarray, ...]], batch_size: int, sizes: tuple[int, ...]
@@ -230,9 +235,10 @@ def _embed_crops(
     seconds = [0.0] * len(backbones)
     n_frames = len(outs[0])
     sizes = tuple(backbone.input_size for backbone in backbones)
+    crops, heading = _image_frames(dataset, entry, crop, sizes, n_frames, blobs)
     for backbone in backbones:
-        backbone.start_video()  # flow backbones: no crop of another video comes before this one's first
-    crops = _image_frames(dataset, entry, crop, sizes, n_frames, blobs)
+        # Flow backbones: no crop of another video comes before this one's first; the animal's heading.
+        backbone.start_video(heading)
     filled = 0
     for batches in _prefetch(_batches_per_size(crops, batch_size, sizes)):
         count = len(batches[0])
