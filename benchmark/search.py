@@ -300,53 +300,53 @@ def make_objective(
                              f"CV PR-AUC {earlier.value:.3f} reused, nothing trained")
             return float(earlier.value)
         reset_peak_rss()  # peak memory per trial, not since the process started
-        with pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour, TAG_PROTOCOL: protocol}) as tracked:
-            # Ctrl-C from here on is raised at a safe point (a batch's end or this block's), never lost
-            # in a TensorFlow finaliser while the model is built or traced.
-            with deferred_interrupts():
-                # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
-                trial.set_user_attr("mlflow_run_id", tracked.run_id)
-                try:
-                    def on_fold(fold: Fold, n_done: int, fold_score: float, running: float) -> bool:
-                        progress.fold(trial_label, n_done, len(folds), fold.val_id, fold_score, running)
-                        trial.report(running, step=n_done - 1)
-                        return trial.should_prune()
+        # Ctrl-C inside the trial is raised at a safe point (a batch's end or this block's), never lost
+        # in a TensorFlow finaliser while the model is built or traced.
+        with (pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour, TAG_PROTOCOL: protocol})
+              as tracked, deferred_interrupts()):
+            # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
+            trial.set_user_attr("mlflow_run_id", tracked.run_id)
+            try:
+                def on_fold(fold: Fold, n_done: int, fold_score: float, running: float) -> bool:
+                    progress.fold(trial_label, n_done, len(folds), fold.val_id, fold_score, running)
+                    trial.report(running, step=n_done - 1)
+                    return trial.should_prune()
 
-                    def on_epoch(fold: Fold, epoch: int, logs: dict) -> None:
-                        progress.epoch(trial_label, folds.index(fold) + 1, len(folds), epoch, logs)
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
-                                                    f"epoch {epoch + 1}")
+                def on_epoch(fold: Fold, epoch: int, logs: dict) -> None:
+                    progress.epoch(trial_label, folds.index(fold) + 1, len(folds), epoch, logs)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
+                                                f"epoch {epoch + 1}")
 
-                    cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds,
-                                        protocol, on_fold, on_epoch)
-                    for result in cv.folds:
-                        tracked.log_fold(result.fold.index, result.fold.val_id, result.metrics, result.y, result.proba,
-                                         int(result.metrics["epochs"]))
-                    fold_metrics, compute = [result.metrics for result in cv.folds], cv.compute
-                    summary = summarise(fold_metrics)
-                    summary["pr_auc_pooled"] = pooled_pr_auc([r.y for r in cv.folds], [r.proba for r in cv.folds])
-                    summary["refit_epochs"] = cv.refit_epochs
-                    compute["peak_rss_mb"] = peak_rss_mb()
-                    tracked.log_summary(summary)
-                    tracked.log_compute(compute)
-                    tracked.log_figures()
-                    tracked.log_predictions()
-                    for key in ("train_seconds", "epochs_total", "n_params"):
-                        trial.set_user_attr(key, compute[key])
-                    trial.set_user_attr("folds_done", len(fold_metrics))
-                    trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
-                    score = summary[OBJECTIVE]
-                    pruned = cv.pruned
-                    if not pruned and not math.isfinite(score):
-                        raise TrialFailed(f"CV PR-AUC is {score}; no fold produced a score")
-                    tracked.set_state(STATE_PRUNED if pruned else STATE_COMPLETE)
-                except (MbrError, KeyboardInterrupt, TimeBudgetReached):
-                    raise
-                except Exception as error:
-                    tracked.set_state(STATE_FAILED)
-                    progress.message(f"trial {trial_label} failed: {type(error).__name__}: {error}")
-                    raise TrialFailed(f"{type(error).__name__}: {error}") from error
+                cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds,
+                                    protocol, on_fold, on_epoch)
+                for result in cv.folds:
+                    tracked.log_fold(result.fold.index, result.fold.val_id, result.metrics, result.y, result.proba,
+                                     int(result.metrics["epochs"]))
+                fold_metrics, compute = [result.metrics for result in cv.folds], cv.compute
+                summary = summarise(fold_metrics)
+                summary["pr_auc_pooled"] = pooled_pr_auc([r.y for r in cv.folds], [r.proba for r in cv.folds])
+                summary["refit_epochs"] = cv.refit_epochs
+                compute["peak_rss_mb"] = peak_rss_mb()
+                tracked.log_summary(summary)
+                tracked.log_compute(compute)
+                tracked.log_figures()
+                tracked.log_predictions()
+                for key in ("train_seconds", "epochs_total", "n_params"):
+                    trial.set_user_attr(key, compute[key])
+                trial.set_user_attr("folds_done", len(fold_metrics))
+                trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
+                score = summary[OBJECTIVE]
+                pruned = cv.pruned
+                if not pruned and not math.isfinite(score):
+                    raise TrialFailed(f"CV PR-AUC is {score}; no fold produced a score")
+                tracked.set_state(STATE_PRUNED if pruned else STATE_COMPLETE)
+            except (MbrError, KeyboardInterrupt, TimeBudgetReached):
+                raise
+            except Exception as error:
+                tracked.set_state(STATE_FAILED)
+                progress.message(f"trial {trial_label} failed: {type(error).__name__}: {error}")
+                raise TrialFailed(f"{type(error).__name__}: {error}") from error
         # Outside the tracked block: a pruned trial is a normal end for its MLflow run.
         if pruned:
             progress.message(f"trial {trial_label} pruned after {len(fold_metrics)} fold(s)")

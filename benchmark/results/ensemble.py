@@ -106,10 +106,13 @@ def best_weights(members: Sequence[MemberPredictions], videos: Sequence[str]) ->
     return candidates[max(scored)[3]]
 
 
+def _mix(weights: np.ndarray, probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' probabilities of one video, weighted and summed (float32)."""
+    return np.asarray(sum(w * p.astype(np.float64) for w, p in zip(weights, probabilities)), np.float32)
+
+
 def _fuse(members: Sequence[MemberPredictions], video: str, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = members[0].out_of_fold[video][0]
-    proba = sum(w * m.out_of_fold[video][1].astype(np.float64) for w, m in zip(weights, members))
-    return y, np.asarray(proba, np.float32)
+    return members[0].out_of_fold[video][0], _mix(weights, [m.out_of_fold[video][1] for m in members])
 
 
 def _pr_auc(y: np.ndarray, proba: np.ndarray) -> float:
@@ -150,7 +153,7 @@ def ensemble_row(behaviour: str, members: Sequence[MemberPredictions], training_
     row.test_videos, scored = [], []
     for video_id in test_ids:
         parts = [t[video_id] for t in tests]
-        proba = np.asarray(sum(w * p.proba.astype(np.float64) for w, p in zip(weights, parts)), np.float32)
+        proba = _mix(weights, [p.proba for p in parts])
         raw = (proba >= row.threshold).astype(np.int8)
         fps = parts[0].fps
         labels = PostProcess(**row.postprocess).at_fps(training_fps, fps).apply(raw).astype(np.int8)
