@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import ConfigError, MbrError
-from ..core.stores import MLFLOW_DB, default_tracking_uri, redact
+from ..core.stores import MLFLOW_DB, OPTUNA_DB, default_storage_url, default_tracking_uri, redact
 from .options import DEFAULT_FINAL, DEFAULT_PROTOCOL, FINAL_KINDS, PROTOCOLS, SAMPLERS
 from .workers import HEARTBEAT_SECONDS
 
@@ -40,7 +40,8 @@ def _existing_store(args: argparse.Namespace) -> str:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate
 
-    manifest = generate(args.out, n_videos=args.videos, n_frames=args.frames, seed=args.seed, n_test=args.test)
+    manifest = generate(args.out, n_videos=args.videos, n_frames=args.frames, seed=args.seed, n_test=args.test,
+                        pose_format=args.pose_format)
     print(f"wrote {manifest}")
     print(f"next: mbr-bench dataset check {manifest}")
     return 0
@@ -237,13 +238,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ..tracking.queries import ui_command
-    from ..tracking.serve import check_port_free, supervise
+    from ..tracking.queries import experiment_url, ui_command
+    from ..tracking.runs import behaviour_experiments
+    from ..tracking.serve import check_port_free, format_host, supervise
 
     uri = _existing_store(args)
     check_port_free(args.host, args.port)  # MLflow itself logs a taken port and exits 0
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {redact(uri)}); Ctrl-C stops it", file=sys.stderr)
+    url = f"http://{format_host(args.host)}:{args.port}"
+    print(f"MLflow UI on {url} (store {redact(uri)}); Ctrl-C stops it", file=sys.stderr)
+    # Links straight to each behaviour's runs table, best CV first, with the board's columns.
+    for name, experiment_id in behaviour_experiments(uri):
+        print(f"  {name}: {experiment_url(url, experiment_id)}", file=sys.stderr)
     return supervise(ui_command(uri, host=args.host, port=args.port))
+
+
+# ------------------------------------------------------------------------------------ dashboard
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..tracking.serve import check_port_free, dashboard_command, format_host, supervise
+
+    storage = args.storage
+    if storage is None:
+        workdir = _workdir(args)
+        if not (workdir / OPTUNA_DB).is_file():
+            raise ConfigError(f"{workdir}: no {OPTUNA_DB} here: nothing was searched in it; pass the --workdir that "
+                              "`mbr-bench run` used, or --storage")
+        storage = default_storage_url(workdir)
+    argv = dashboard_command(storage, host=args.host, port=args.port)
+    check_port_free(args.host, args.port)
+    print(f"optuna-dashboard on http://{format_host(args.host)}:{args.port} (storage {redact(storage)}); Ctrl-C "
+          "stops it. It numbers trials from 0, the progress lines and MLflow from 1", file=sys.stderr)
+    return supervise(argv)
 
 
 # ---------------------------------------------------------------------------------------- serve
@@ -359,6 +383,8 @@ def _add_synth(commands: Commands) -> None:
     synth.add_argument("--videos", type=int, default=6, help="number of videos (default: 6)")
     synth.add_argument("--frames", type=int, default=1500, help="frames per video at 10 fps (default: 1500)")
     synth.add_argument("--test", type=int, default=2, help="videos held out as the test split (default: 2)")
+    synth.add_argument("--pose-format", default="dlc", choices=["dlc", "lightning_pose", "sleap", "sleap_analysis"],
+                       help="pose files as DeepLabCut CSV (default), LightningPose CSV, SLEAP .slp or SLEAP analysis .h5")
     synth.set_defaults(func=cmd_synth)
 
 
@@ -494,6 +520,16 @@ def _add_ui(commands: Commands) -> None:
     ui.set_defaults(func=cmd_ui)
 
 
+def _add_dashboard(commands: Commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard", help="start optuna-dashboard on the searches' Optuna storage (127.0.0.1; the [dashboard] extra)",
+        parents=[_workdir_option()])
+    dashboard.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.set_defaults(func=cmd_dashboard)
+
+
 def _add_serve(commands: Commands) -> None:
     serve = commands.add_parser(
         "serve", help="run an MLflow tracking server for a team's workers (proxied artifacts; 127.0.0.1 by default)",
@@ -535,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mbr-bench {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in (_add_synth, _add_dataset, _add_embed, _add_run, _add_leaderboard, _add_predict, _add_ui,
-                        _add_serve, _add_backbones):
+                        _add_dashboard, _add_serve, _add_backbones):
         add_command(commands)
     return parser
 

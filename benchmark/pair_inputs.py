@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..core.hashing import content_hash
 from .backbones.base import Backbone
+from .backbones.fused import FusedBackbone
 from .data.labels import read_labels
 from .data.manifest import Dataset
 from .features.cache import EmbeddingCache
@@ -32,6 +33,7 @@ class EmbeddedVideos:
     seconds_per_frame: float  # mean embedding cost per frame (as recorded when computed)
     cache_keys: dict[str, str]  # video id -> cache key digest (provenance)
     computed: int  # frames embedded now; 0 when every video came from the cache
+    input_blocks: tuple[int, ...] | None = None  # a fused backbone's part widths, for the head's block weights
 
     def n_frames(self) -> dict[str, int]:
         return {video_id: len(array) for video_id, array in self.arrays.items()}
@@ -54,6 +56,7 @@ def embed_videos(dataset: Dataset, backbone: Backbone, cache: EmbeddingCache, vi
         seconds_per_frame=float(np.mean([r.compute_seconds_per_frame for r in results])),
         cache_keys={v: cache_key(dataset, dataset.video(v), backbone, dataset.crop).digest for v in video_ids},
         computed=sum(r.computed for r in results),
+        input_blocks=backbone.part_widths() if isinstance(backbone, FusedBackbone) else None,
     )
 
 

@@ -38,7 +38,7 @@ from .features.cache import EmbeddingCache
 from .pair_inputs import embed_videos
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
-POSE_SUFFIXES = (".csv", ".h5")
+POSE_SUFFIXES = (".csv", ".h5", ".slp", ".analysis.h5")  # DeepLabCut / LightningPose, then SLEAP
 NO_BEHAVIOUR = "none"  # the `behaviour` column of an exclusive CSV on a frame with no behaviour
 _ROWS_PER_WRITE = 10_000  # CSV rows formatted per write: bounds the text held in memory
 
@@ -119,14 +119,15 @@ def find_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 def pose_candidates(stem: str) -> str:
     """Where `find_pose` looks, in words, for error messages."""
-    return f"{stem}.csv, {stem}.h5, {stem}DLC*.csv/h5, {stem}_dlc*.csv/h5"
+    return f"{stem}.csv, {stem}.h5, {stem}.slp, {stem}.analysis.h5, {stem}DLC*.csv/h5, {stem}_dlc*.csv/h5"
 
 
 def find_pose(video: Path, pose: Path | None = None) -> Path | None:
     """The pose file of `video`, or None.
 
     `pose` may be the pose file itself, or a folder to look in instead of the video's own folder.
-    In the folder: ``<stem>.csv``, then ``<stem>.h5``, then the first (sorted) DeepLabCut-style
+    In the folder: ``<stem>.csv``, ``<stem>.h5``, ``<stem>.slp``, ``<stem>.analysis.h5`` (SLEAP), then the
+    first (sorted) DeepLabCut-style
     ``<stem>DLC*.csv`` or ``<stem>DLC*.h5``, then ``<stem>_dlc*.csv`` or ``.h5``.
     """
     video = Path(video)

@@ -22,7 +22,9 @@ from ..search_spaces.loader import SearchSpace, default_space_path, load_search_
 from ..tracking.provenance import standard_tags
 from ..tracking.runs import Tracker
 from ..tracking.schema import (
-    BEST_CV_PR_AUC,
+    COMPUTE,
+    CV_PR_AUC_MEAN,
+    CV_PR_AUC_SE,
     N_TRIALS_COMPLETE,
     N_TRIALS_FAILED,
     N_TRIALS_PRUNED,
@@ -33,8 +35,9 @@ from ..tracking.schema import (
     TAG_STUDY,
     TAG_TRAIN_HASH,
     TAG_WEIGHTS,
+    trial_label,
 )
-from .backbones import build_backbone, check_backbone_names, crop_parts, part_kinds
+from .backbones import build_backbone, check_backbone_names, crop_parts, part_kinds, part_names
 from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
@@ -52,6 +55,7 @@ from .search import (
     make_pruner,
     make_sampler,
     study_name,
+    warm_start_from_parts,
 )
 from .workers import (
     GRACE_FACTOR,
@@ -269,8 +273,11 @@ def run(options: RunOptions) -> list[PairOutcome]:
             for warning in warnings:
                 progress.warn(warning)
             for head_name in plan.heads:
-                pair = _PairJob(behaviour, backbone_name, head_name, plan.spaces[head_name],
-                                PairData(embedded.arrays, y, embedded.seconds_per_frame, embedded.cache_keys),
+                space = plan.spaces[head_name]
+                pair = _PairJob(behaviour, backbone_name, head_name,
+                                space.for_fused() if len(part_names(backbone_name)) > 1 else space,
+                                PairData(embedded.arrays, y, embedded.seconds_per_frame, embedded.cache_keys,
+                                         embedded.input_blocks),
                                 scored_folds,
                                 {**standard_tags(data_hash, embedded.cache_keys, options.seed), **recipe})
                 outcome, others = _run_pair(pair, storage, plan.storage_url, tracker, plan.n_trials, options,
@@ -338,6 +345,12 @@ def _run_pair(
             sampler=make_sampler(options.sampler, job.space, options.seed), pruner=make_pruner(),
         )
         _check_protocol(tracker, job, name, options.protocol)
+        if options.sampler != "grid":
+            parts = warm_start_from_parts(study, storage, job.behaviour, part_names(job.backbone), job.head, job.space,
+                                          budget)
+            if parts:
+                progress.message(f"study {name}: starts from the best trial of {' and '.join(parts)} "
+                                 "(balance turned toward each)")
         pair = tracker.pair_run(job.behaviour, job.backbone, job.head,
                                 tags={**job.tags, TAG_STUDY: name, TAG_PROTOCOL: options.protocol})
     finally:
@@ -382,10 +395,25 @@ def _run_pair(
             best = study.best_trial
             outcome.best_score = float(best.value)
             outcome.best_params = dict(best.params)
-            pair.log_metrics({BEST_CV_PR_AUC: outcome.best_score, N_TRIALS_COMPLETE: outcome.complete,
-                              N_TRIALS_PRUNED: outcome.pruned, N_TRIALS_FAILED: outcome.failed})
+            pair.log_metrics(pair_summary(study, best, job.data))
             # A repeat has no MLflow run of its own: name the trial that trained.
-            pair.set_tags({TAG_BEST_TRIAL: str(best.user_attrs.get("repeat_of", best.number))})
+            pair.set_tags({TAG_BEST_TRIAL: str(trial_label(best.user_attrs.get("repeat_of", best.number)))})
             outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
     progress.set_context("")
     return outcome, loop.others_running
+
+
+def pair_summary(study: Any, best: Any, data: PairData) -> dict[str, float]:
+    """A pair run's own columns in the MLflow runs table: its best trial's CV, the trials, the search's cost."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    return {
+        CV_PR_AUC_MEAN: float(best.value),
+        CV_PR_AUC_SE: float(best.user_attrs.get("pr_auc_se", float("nan"))),
+        N_TRIALS_COMPLETE: states.count(optuna.trial.TrialState.COMPLETE),
+        N_TRIALS_PRUNED: states.count(optuna.trial.TrialState.PRUNED),
+        N_TRIALS_FAILED: states.count(optuna.trial.TrialState.FAIL),
+        COMPUTE + "search_cpu_seconds": float(sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)),
+        COMPUTE + "embedding_seconds_per_frame": data.embedding_seconds_per_frame,
+        COMPUTE + "n_params": float(best.user_attrs.get("n_params", float("nan"))),
+    }

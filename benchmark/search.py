@@ -30,7 +30,7 @@ import optuna
 
 from ..core.errors import ConfigError, MbrError, TimeBudgetReached
 from ..core.interrupts import deferred_interrupts
-from ..search_spaces.loader import SearchSpace
+from ..search_spaces.loader import FUSION_BALANCE, SearchSpace
 from ..tracking.provenance import peak_rss_mb, reset_peak_rss
 from ..tracking.schema import (
     STATE_COMPLETE,
@@ -38,10 +38,11 @@ from ..tracking.schema import (
     STATE_PRUNED,
     TAG_BEHAVIOUR,
     TAG_PROTOCOL,
+    trial_label as trial_label_of,
 )
 from .cv import Fold
 from .features.sequences import sample_weights
-from .heads import HEADS
+from .heads import HEADS, with_input_blocks
 from .metrics import frame_metrics, pooled_pr_auc, summarise
 from .options import DEFAULT_PROTOCOL, PROTOCOLS
 from .progress import SearchProgress
@@ -65,6 +66,7 @@ class PairData:
     labels: dict[str, np.ndarray]  # video id -> (frames,) int8 for this behaviour
     embedding_seconds_per_frame: float = 0.0
     cache_keys: dict[str, str] = field(default_factory=dict)
+    input_blocks: tuple[int, ...] | None = None  # a fused backbone's part widths (Head input_blocks)
 
 
 def study_name(behaviour: str, backbone: str, head: str) -> str:
@@ -84,6 +86,41 @@ def make_pruner() -> Any:
     # the same configuration, and a mean of two folds pruned the best configuration for good in
     # 7 of 30 seeds of the search benchmark (none with three).
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+
+
+def warm_start_from_parts(study: Any, storage: Any, behaviour: str, parts: list[str], head: str,
+                          space: SearchSpace, budget: int | None = None) -> list[str]:
+    """Enqueue, in a new fused pair's study, each part's best parameters so far with the balance
+    turned toward that part (the range's end), so the fused search starts from what each part alone
+    reached on CV and can only improve on it. Returns the parts it started from.
+
+    Uses only the parts' CV scores (never a test video). Parts not searched yet (listed after the
+    fused backbone) or without a complete trial are skipped; a grid search runs its grid only. At
+    most `budget` trials are enqueued (the study's budget counts them), the part with the best CV first.
+    """
+    balance = space.distributions.get(FUSION_BALANCE)
+    if study.trials or balance is None or len(parts) < 2:
+        return []
+    known = {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    bests = []
+    for k, part in enumerate(parts):
+        name = study_name(behaviour, part, head)
+        best = _best_complete(optuna.load_study(study_name=name, storage=storage)) if name in known else None
+        if best is not None and all(key in space.distributions for key in best.params):
+            toward = balance.high if k == 0 else balance.low  # the first part's weight over the rest's
+            bests.append((best.value, part, {**best.params, FUSION_BALANCE: toward}))
+    # The best part first: a budget smaller than the number of parts keeps the strongest start.
+    bests.sort(key=lambda item: -item[0])
+    started = []
+    for _, part, params in bests[: len(bests) if budget is None else budget]:
+        study.enqueue_trial(params, skip_if_exists=True)
+        started.append(part)
+    return started
+
+
+def _best_complete(study: Any) -> Any | None:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
 
 
 def earlier_result(trial: Any) -> Any | None:
@@ -195,7 +232,7 @@ def cross_validate(
         "train_seconds": train_seconds,
         "cpu_seconds": time.process_time() - cpu_started,
         "seconds_per_epoch": train_seconds / max(epochs_total, 1.0),
-        "inference_frames_per_second": predicted_frames / max(predict_seconds, 1e-9),
+        "validation_frames_per_second": predicted_frames / max(predict_seconds, 1e-9),  # one head, held-out video
         "epochs_total": epochs_total,
         "n_params": float(n_params),
         "embedding_seconds_per_frame": data.embedding_seconds_per_frame,
@@ -289,20 +326,20 @@ def make_objective(
     """
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
-        trial_label = trial.number + 1
+        trial_label = trial_label_of(trial.number)
         earlier = earlier_result(trial)
         if earlier is not None:
             trial.set_user_attr("repeat_of", earlier.number)
             for key in ("train_seconds", "epochs_total"):
                 trial.set_user_attr(key, 0.0)
             trial.set_user_attr("pr_auc_std", earlier.user_attrs.get("pr_auc_std", float("nan")))
-            progress.message(f"trial {trial_label} repeats trial {earlier.number + 1}'s parameters: "
+            progress.message(f"trial {trial_label} repeats trial {trial_label_of(earlier.number)}'s parameters: "
                              f"CV PR-AUC {earlier.value:.3f} reused, nothing trained")
             return float(earlier.value)
         reset_peak_rss()  # peak memory per trial, not since the process started
         # Ctrl-C inside the trial is raised at a safe point (a batch's end or this block's), never lost
         # in a TensorFlow finaliser while the model is built or traced.
-        with (pair_run.trial_run(trial.number, params, tags={TAG_BEHAVIOUR: behaviour, TAG_PROTOCOL: protocol})
+        with (pair_run.trial_run(trial_label, params, tags={TAG_BEHAVIOUR: behaviour, TAG_PROTOCOL: protocol})
               as tracked, deferred_interrupts()):
             # Set first: if this worker dies, whoever fails the trial closes this MLflow run.
             trial.set_user_attr("mlflow_run_id", tracked.run_id)
@@ -318,7 +355,7 @@ def make_objective(
                         raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
                                                 f"epoch {epoch + 1}")
 
-                cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **params}), data, folds,
+                cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **with_input_blocks(params, data.input_blocks)}), data, folds,
                                     protocol, on_fold, on_epoch)
                 for result in cv.folds:
                     tracked.log_fold(result.fold.index, result.fold.val_id, result.metrics, result.y, result.proba,
@@ -336,6 +373,8 @@ def make_objective(
                     trial.set_user_attr(key, compute[key])
                 trial.set_user_attr("folds_done", len(fold_metrics))
                 trial.set_user_attr("pr_auc_std", float(summary["pr_auc_std"]))
+                trial.set_user_attr("pr_auc_se", float(summary["pr_auc_se"]))
+                trial.set_user_attr("cpu_seconds", float(compute["cpu_seconds"]))
                 score = summary[OBJECTIVE]
                 pruned = cv.pruned
                 if not pruned and not math.isfinite(score):

@@ -37,6 +37,11 @@ from optuna.distributions import (
 from ..core.errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent
+# A fused backbone's pairs also search the balance of its parts (a head's `fusion_balance`: log10 of
+# the first part's weight over the others'), unless the file sets it: from 1 % to 100x, the grid at
+# the block-scaled join (0). Which part carries a behaviour differs by behaviour; CV chooses.
+FUSION_BALANCE = "fusion_balance"
+FUSION_BALANCE_RANGE, FUSION_BALANCE_GRID = (-2.0, 2.0), [0.0]
 DEMO = "demo"
 
 _RANGE_KEYS = {"low", "high", "log", "step", "grid"}
@@ -149,6 +154,14 @@ class SearchSpace:
             else:
                 params[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
         return self.with_fixed(params)
+
+    def for_fused(self) -> SearchSpace:
+        """This space plus `fusion_balance` (FUSION_BALANCE_RANGE, grid FUSION_BALANCE_GRID), for a fused
+        backbone's pairs; unchanged when the file already sets it."""
+        if FUSION_BALANCE in self.distributions or FUSION_BALANCE in self.fixed:
+            return self
+        return SearchSpace(self.head, self.source, {**self.distributions, FUSION_BALANCE: FloatDistribution(
+            *FUSION_BALANCE_RANGE)}, dict(self.fixed), {**self.grid_values, FUSION_BALANCE: list(FUSION_BALANCE_GRID)})
 
     def with_fixed(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The head's full constructor params from a trial's `params` (which never hold fixed values)."""

@@ -68,6 +68,7 @@ EXPECTED_ARGUMENTS = {
         ("--frames", "frames", 1500, False),
         ("--test", "test", 2, False),
         ("--seed", "seed", 0, False),
+        ("--pose-format", "pose_format", "dlc", False),
     },
     "dataset": set(),
     "dataset check": {("path", "path", None, True), ("--json", "json", False, False)},
@@ -150,6 +151,12 @@ EXPECTED_ARGUMENTS = {
         ("--host", "host", "127.0.0.1", False),
         ("--port", "port", 5000, False),
     },
+    "dashboard": {
+        ("--workdir", "workdir", None, False),
+        ("--storage", "storage", None, False),
+        ("--host", "host", "127.0.0.1", False),
+        ("--port", "port", 8080, False),
+    },
     "serve": {
         ("--workdir", "workdir", None, False),
         ("--backend-store-uri", "backend_store_uri", None, False),
@@ -189,7 +196,7 @@ EXPECTED_SHARED_HELP = {
 EXPECTED_HANDLERS = {
     "synth": "cmd_synth", "dataset check": "cmd_dataset_check", "dataset cut": "cmd_dataset_cut",
     "embed": "cmd_embed", "run": "cmd_run",
-    "leaderboard": "cmd_leaderboard", "predict": "cmd_predict", "ui": "cmd_ui", "serve": "cmd_serve",
+    "leaderboard": "cmd_leaderboard", "predict": "cmd_predict", "ui": "cmd_ui", "dashboard": "cmd_dashboard", "serve": "cmd_serve",
     "backbones": "cmd_backbones",
 }
 

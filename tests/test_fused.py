@@ -112,6 +112,13 @@ def test_a_fused_pair_is_searched_ranked_and_predicts_as_it_was_tested(synthetic
                  if r.data.tags["mbr.backbone"] == "pose+track")
     local = client.download_artifacts(refit.info.run_id, "model", str(tmp_path / "model"))
     assert (tmp_path / "model" / "model" / "backbone_state.npz").is_file()  # the training videos' scaling
+    # The search also chose the parts' balance, and the final head weighs the parts' columns by it.
+    trial = next(r for r in client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'trial'")
+                 if r.data.tags["mbr.backbone"] == "pose+track")
+    assert -2.0 <= float(trial.data.params["fusion_balance"]) <= 2.0
+    spec = json.loads(next((tmp_path / "model").rglob("head.json")).read_text())
+    assert len(spec["params"]["input_blocks"]) == 2 and sum(spec["params"]["input_blocks"]) == spec["input_dim"]
+    assert spec["params"]["fusion_balance"] == pytest.approx(float(trial.data.params["fusion_balance"]))
     dataset = load_dataset(synthetic)
     test = dataset.split("test")[0]
     capsys.readouterr()

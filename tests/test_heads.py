@@ -183,7 +183,7 @@ def test_unknown_parameter_names_the_known_ones():
 def test_param_names_are_the_constructor_keywords():
     assert HEADS.get("tcn").param_names() == {
         "sequence_length", "batch_size", "learning_rate", "dropout", "max_epochs", "patience", "seed",
-        "feature_norm", "n_layers", "nb_filters", "kernel_size", "norm", "dilations", "tcn_dropout",
+        "feature_norm", "input_blocks", "fusion_balance", "n_layers", "nb_filters", "kernel_size", "norm", "dilations", "tcn_dropout",
     }
     assert HEADS.get("lstm")().get_params()["units"] == 64  # reference defaults
     assert HEADS.get("tcn")().get_params()["nb_filters"] == 256
@@ -393,3 +393,47 @@ def test_prediction_chunks_do_not_change_predictions(name, monkeypatch):
     # Equal to float32 rounding: the batch size of a forward pass changes the order of the sums in
     # the matmuls (a last-bit difference); which window gives each frame is tested exactly above.
     np.testing.assert_allclose(head.predict_proba(long_video), chunked, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("feature_norm", ["none", "train", "per_video"])
+def test_input_blocks_give_each_block_the_same_total_variance(feature_norm):
+    # A fused input: 8 wide columns and 2 narrow ones, already z-scored (as a fused backbone writes them).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 10)).astype(np.float32)
+    head = build("frame_mlp", feature_norm=feature_norm, input_blocks=(8, 2))
+    if feature_norm == "train":
+        head.feature_mean_, head.feature_std_ = base.feature_stats([X])
+    scaled = base.scale(X, head._scaling(X))
+    variance = scaled.var(axis=0)
+    assert variance[:8].sum() == pytest.approx(2.0, rel=0.05)  # sqrt(2/8) per wide column: 8 x 1/4
+    assert variance[8:].sum() == pytest.approx(2.0, rel=0.05)  # the narrowest block keeps weight 1
+    plain = base.scale(X, build("frame_mlp", feature_norm=feature_norm)._scaling(X)) if feature_norm != "train" else None
+    if plain is not None:
+        assert plain.var(axis=0)[:8].sum() == pytest.approx(8.0, rel=0.05)  # without blocks: 4x the narrow block
+
+
+@pytest.mark.parametrize("balance, first, second", [(-1.0, 0.02, 2.0), (1.0, 2.0, 0.02), (0.0, 2.0, 2.0)])
+def test_fusion_balance_weighs_the_first_block_against_the_others(balance, first, second):
+    X = np.random.default_rng(1).normal(size=(5000, 10)).astype(np.float32)
+    head = build("frame_mlp", feature_norm="per_video", input_blocks=(8, 2), fusion_balance=balance)
+    variance = base.scale(X, head._scaling(X)).var(axis=0)
+    # log10 of the weights' ratio is the balance; the heavier side keeps the block-scaled total of 2.
+    assert variance[:8].sum() == pytest.approx(first, rel=0.05)
+    assert variance[8:].sum() == pytest.approx(second, rel=0.05)
+
+
+def test_input_blocks_must_add_up_to_the_input_width():
+    X, y = videos(2, 60, dim=4)
+    head = build("frame_mlp", input_blocks=(3, 3), max_epochs=1)
+    with pytest.raises(ConfigError, match=r"input_blocks \[3, 3\] add up to 6 columns, but the inputs have 4"):
+        head.fit(X, y, sample_weights(y))
+    with pytest.raises(ConfigError, match="input_blocks must be positive column counts"):
+        build("frame_mlp", input_blocks=(3, 0)).check_params()
+
+
+def test_a_head_with_input_blocks_saves_and_predicts_the_same(tmp_path):
+    X, y = videos(3, 80, dim=6)
+    head = build("frame_mlp", input_blocks=(4, 2), max_epochs=2).fit(X[:2], y[:2], sample_weights(y[:2]))
+    loaded = base.load_head(head.save(tmp_path / "head"))
+    assert loaded.input_blocks == (4, 2)
+    np.testing.assert_allclose(loaded.predict_proba(X[2]), head.predict_proba(X[2]), atol=1e-6)

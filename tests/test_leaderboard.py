@@ -197,6 +197,10 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
         assert len(bundle["heads"]) == 1
         assert metrics["test_seeds/pr_auc_mean_sd"] >= 0.0
         assert min(abs(metrics["test_seeds/pr_auc_mean_mean"] - metrics["test/pr_auc_mean"]), 1.0) <= 0.5
+        # The pair run's row in the MLflow runs table shows its final model's test figures beside its CV.
+        pair = _client(searched).get_run(refit.data.tags["mlflow.parentRunId"])
+        assert pair.data.metrics["test/pr_auc_mean"] == pytest.approx(metrics["test/pr_auc_mean"])
+        assert pair.data.metrics["test/pr_auc_pooled"] == pytest.approx(metrics["test/pr_auc_pooled"])
     client = _client(searched)
     registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
     best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))

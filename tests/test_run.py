@@ -9,7 +9,7 @@ import pytest
 from mbr_bench.benchmark.cli import main
 
 FIGURES = {"figures/pr_curve.png", "figures/confusion_matrix.png"}
-COMPUTE = {"compute/train_seconds", "compute/seconds_per_epoch", "compute/inference_frames_per_second",
+COMPUTE = {"compute/train_seconds", "compute/seconds_per_epoch", "compute/validation_frames_per_second",
            "compute/peak_rss_mb", "compute/n_params", "compute/embedding_seconds_per_frame"}
 
 
@@ -43,9 +43,30 @@ def test_run_tracks_every_pair_and_resumes(small_dataset, tmp_path, capsys):
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("mbr-bench/wall_rearing")
+    # A model-training experiment (MLflow 3 opens one without a kind as GenAI), with the runs view
+    # that `mbr-bench ui` links to: best CV first, the pair summary as columns.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.mbr-bench"])
+    assert view["orderByKey"] == "metrics.`cv/pr_auc_mean`" and view["orderByAsc"] is False
+    assert {"metrics.`cv/pr_auc_mean`", "metrics.`compute/search_cpu_seconds`"} <= set(view["selectedColumns"])
     pairs = client.search_runs([experiment.experiment_id], "tags.`mbr.kind` = 'pair'")
     assert sorted(r.info.run_name for r in pairs) == ["pose+frame_mlp", "pose+lstm"]
     for pair in pairs:
+        # The pair's own row: its best trial's CV, its trials and its search cost, under the trials' names.
+        trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{pair.info.run_id}'")
+        complete = [t for t in trials if t.data.tags["mbr.state"] == "complete"]
+        best = max(complete, key=lambda t: t.data.metrics["cv/pr_auc_mean"])
+        summary = pair.data.metrics
+        assert summary["cv/pr_auc_mean"] == pytest.approx(best.data.metrics["cv/pr_auc_mean"])
+        assert summary["cv/pr_auc_se"] == pytest.approx(best.data.metrics["cv/pr_auc_se"], nan_ok=True)
+        assert summary["n_trials_complete"] == len(complete)
+        assert summary["compute/search_cpu_seconds"] == pytest.approx(
+            sum(t.data.metrics["compute/cpu_seconds"] for t in trials), rel=1e-6)
+        assert "best_cv_pr_auc" not in summary
+        # Trials are numbered from 1, as the progress lines number them, and the best names one of them.
+        assert sorted(t.info.run_name for t in trials) == ["trial-001", "trial-002"]
+        assert sorted(t.data.tags["mbr.trial"] for t in trials) == ["1", "2"]
+        assert pair.data.tags["mbr.best_trial"] == best.data.tags["mbr.trial"]
         assert pair.info.status == "FINISHED"
         for tag in ("mbr.dataset_hash", "mbr.seed", "mbr.versions", "mbr.cache_keys", "mbr.git_commit"):
             assert tag in pair.data.tags, tag

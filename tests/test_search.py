@@ -196,3 +196,35 @@ def test_a_repeated_configuration_reuses_its_score_without_training_or_tracking(
     assert repeat.value == pytest.approx(0.72)
     assert repeat.user_attrs["repeat_of"] == 0
     assert repeat.user_attrs["train_seconds"] == 0.0
+
+
+def test_a_fused_study_starts_from_each_part_s_best_trial_turned_toward_it(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from mbr_bench.benchmark.search import warm_start_from_parts
+    from mbr_bench.search_spaces.loader import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    units = CategoricalDistribution([8, 16])
+    space = SearchSpace("lstm", tmp_path, {"units": units}, {}, {"units": [8, 16]}).for_fused()
+    for part, scores in (("mobilenet_v2", {8: 0.6, 16: 0.7}), ("track", {8: 0.9, 16: 0.8})):
+        study = optuna.create_study(study_name=f"grooming/{part}+lstm", storage=storage, direction="maximize")
+        for value, score in scores.items():
+            study.add_trial(optuna.trial.create_trial(params={"units": value}, distributions={"units": units},
+                                                      value=score))
+    fused = optuna.create_study(study_name="grooming/mobilenet_v2+track+lstm", storage=storage)
+    assert warm_start_from_parts(fused, storage, "grooming", ["mobilenet_v2", "track"], "lstm", space) == [
+        "track", "mobilenet_v2"]  # the best part first
+    waiting = [t.system_attrs["fixed_params"] for t in fused.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    # Each part's best units, the balance at the end of the range that favours that part.
+    assert waiting == [{"units": 8, "fusion_balance": -2.0}, {"units": 16, "fusion_balance": 2.0}]
+    assert space.distributions["fusion_balance"] == FloatDistribution(-2.0, 2.0)
+    # Once the study has trials it is left alone; a budget caps what is enqueued; parts never searched are skipped.
+    assert warm_start_from_parts(fused, storage, "grooming", ["mobilenet_v2", "track"], "lstm", space) == []
+    other = optuna.create_study(study_name="grooming/pose+track+lstm", storage=storage)
+    assert warm_start_from_parts(other, storage, "grooming", ["pose", "track"], "lstm", space, budget=1) == ["track"]
+    capped = optuna.create_study(study_name="grooming/mobilenet_v2+track+lstm-capped", storage=storage)
+    assert warm_start_from_parts(capped, storage, "grooming", ["mobilenet_v2", "track"], "lstm", space,
+                                 budget=1) == ["track"]

@@ -212,6 +212,16 @@ def test_fixed_scalar_and_single_choice(tmp_path):
     assert space.to_dict() == {"n_layers": {"choices": [2]}, "units": 32, "norm": "none"}
 
 
+def test_a_fused_pair_also_searches_the_balance_of_its_parts(tmp_path):
+    space = load_search_space("lstm", _write(tmp_path, "units: {choices: [8, 16]}\n"))
+    fused = space.for_fused()
+    assert fused.distributions["fusion_balance"] == FloatDistribution(-2.0, 2.0)
+    assert fused.grid() == {"units": [8, 16], "fusion_balance": [0.0]}  # the grid keeps the block-scaled join
+    assert "fusion_balance" not in space.distributions  # the plain pairs' space is unchanged
+    pinned = load_search_space("lstm", _write(tmp_path, "units: 8\nfusion_balance: -1.0\n"))
+    assert pinned.for_fused() == pinned  # a file that sets it wins
+
+
 def test_folder_of_spaces(tmp_path):
     (tmp_path / "lstm.yaml").write_text("units: {choices: [1, 2]}\n")
     assert load_search_space("lstm", tmp_path).grid() == {"units": [1, 2]}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mbr_bench.core.errors import ConfigError
 from mbr_bench.tracking import serve as serve_module
 from mbr_bench.benchmark.cli import main
 from mbr_bench.tracking.serve import (
@@ -414,3 +415,54 @@ def test_sigterm_to_ui_stops_the_mlflow_server_it_started(tmp_path):
     assert not _processes_mentioning(str(workdir / "mlflow.db")), "MLflow processes outlived mbr-bench ui"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+# ----------------------------------------------------------------------------- mbr-bench dashboard
+def test_dashboard_needs_a_searched_workdir_or_a_storage(tmp_path, capsys):
+    assert main(["dashboard", "--workdir", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no optuna.db here: nothing was searched in it" in err and "--storage" in err
+
+
+def test_dashboard_command_is_the_extra_s_script_on_loopback(monkeypatch):
+    argv = serve_module.dashboard_command("sqlite:////srv/optuna.db")
+    assert Path(argv[0]).name == "optuna-dashboard" and Path(argv[0]).parent == Path(sys.executable).parent
+    assert argv[1] == "sqlite:////srv/optuna.db" and flag(argv, "--host") == "127.0.0.1"
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # the extra not installed
+    with pytest.raises(ConfigError, match=r"pip install 'mbr-bench\[dashboard\]'"):
+        serve_module.dashboard_command("sqlite:////srv/optuna.db")
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_workdir_s_studies(tmp_path):
+    import json
+
+    import optuna
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="wall_rearing/pose+lstm", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as output:
+        dashboard = subprocess.Popen([sys.executable, "-m", "mbr_bench.benchmark.cli", "dashboard", "--workdir",
+                                      str(workdir), "--port", str(port)], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline, studies = time.monotonic() + START_TIMEOUT, None
+        while studies is None and time.monotonic() < deadline:
+            assert dashboard.poll() is None, log.read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, log.read_text()[-2000:]
+        assert [s["study_name"] for s in studies] == ["wall_rearing/pose+lstm"]
+    finally:
+        dashboard.send_signal(signal.SIGTERM)
+        try:
+            dashboard.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dashboard.kill()

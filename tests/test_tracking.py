@@ -33,7 +33,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMPUTE = {
     "train_seconds": 12.5,
     "seconds_per_epoch": 0.5,
-    "inference_frames_per_second": 4000.0,
+    "validation_frames_per_second": 4000.0,
     "peak_rss_mb": 812.0,
     "n_params": 12345,
     "embedding_seconds_per_frame": 0.004,
@@ -131,7 +131,8 @@ def test_fold_summary_and_compute_metrics(study, client):
             assert metrics[f"fold{k}/accuracy"] == pytest.approx(logged["accuracy"])
             assert metrics[f"fold{k}/epochs"] == 5 + k
             assert run.data.tags[f"mbr.fold{k}.video"] == f"video{k}"
-        history = client.get_metric_history(run.info.run_id, "cv/pr_auc")
+        assert "cv/pr_auc" not in metrics  # cv/ holds summaries only: one fold's value is fold<k>/ or fold/
+        history = client.get_metric_history(run.info.run_id, "fold/pr_auc")
         by_step = {m.step: m.value for m in history}
         assert sorted(by_step) == [0, 1, 2]
         assert [by_step[k] for k in range(3)] == pytest.approx(

@@ -23,6 +23,7 @@ from .schema import (
     TAG_KIND,
     TAG_PARENT,
     TAG_TRIAL,
+    VIEW_KEY,
     experiment_name,
     prediction_artifact,
 )
@@ -43,6 +44,13 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> 
     if artifact_root is not None:
         argv += ["--default-artifact-root", artifact_root]
     return argv + ["--host", host, "--port", str(int(port))]
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """A link that opens an experiment's runs table in the MLflow UI with mbr-bench's columns (see
+    schema.VIEW_KEY): MLflow 3 takes the page's mode from the link, not from the experiment's kind."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def quote_filter_value(value: str) -> str:

@@ -7,7 +7,7 @@ and code that uses ``mlflow.start_run`` elsewhere is not disturbed.
     tracker = Tracker(default_tracking_uri(workdir))
     tracker.close_stale_runs("wall_rearing")
     with tracker.pair_run("wall_rearing", "resnet50v2", "tcn", tags=standard_tags(...)) as pair:
-        with pair.trial_run(trial.number, trial.params) as run:
+        with pair.trial_run(trial_label(trial.number), trial.params) as run:
             run.log_fold(0, "m3v1", {"pr_auc": 0.81}, y_true, proba, epochs=12)
             ...
             run.log_summary({"pr_auc_mean": 0.8, "pr_auc_std": 0.02})
@@ -21,6 +21,7 @@ FINISHED with tag ``mbr.state=pruned``.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import re
 import sys
@@ -56,7 +57,10 @@ from .queries import default_artifact_root, quote_filter_value, search_all, sqli
 from .schema import (
     COMPUTE,
     CV,
+    EXPERIMENT_KIND,
+    EXPERIMENT_PREFIX,
     FIGURE_CONFUSION,
+    FOLD_SERIES,
     FIGURE_PR_CURVE,
     KIND_PAIR,
     KIND_TRIAL,
@@ -69,17 +73,21 @@ from .schema import (
     TAG_BACKBONE,
     TAG_BEHAVIOUR,
     TAG_ERROR,
+    TAG_EXPERIMENT_KIND,
     TAG_HEAD,
     TAG_KIND,
     TAG_PROCESS,
     TAG_STATE,
     TAG_TRIAL,
     TRIAL_STATES,
+    VIEW_KEY,
+    VIEW_TAG_PREFIX,
     changed_param_tag,
     experiment_name,
     fold_artifact,
     fold_metric,
     fold_video_tag,
+    runs_view,
     with_prefix,
 )
 
@@ -268,8 +276,8 @@ class TrialRun(_Run):
     ) -> None:
         """Log one cross-validation fold, scored on the held-out video `val_video`.
 
-        Metrics go to ``fold{k}/<name>`` and, for plotting across folds, to ``cv/<name>`` at step k;
-        ``epochs`` to ``fold{k}/epochs`` and ``cv/epochs``. The fold's PR curve (thinned to 200
+        Metrics go to ``fold{k}/<name>`` and, for plotting across folds, to ``fold/<name>`` at step k;
+        ``epochs`` to ``fold{k}/epochs`` and ``fold/epochs``. The fold's PR curve (thinned to 200
         points) and confusion counts at threshold 0.5 go to ``folds/fold{k}_pr_curve.json`` and
         ``folds/fold{k}_confusion.json``. `y_true` and `proba` (per frame) are kept for `log_figures`.
         """
@@ -279,7 +287,7 @@ class TrialRun(_Run):
         timestamp = _now_ms()
         self._log_batch(
             metrics=[Metric(fold_metric(k, name), value, timestamp, 0) for name, value in values.items()]
-            + [Metric(f"{CV}{name}", value, timestamp, k) for name, value in values.items()],
+            + [Metric(f"{FOLD_SERIES}{name}", value, timestamp, k) for name, value in values.items()],
             tags=self._tags({fold_video_tag(k): val_video}),
         )
         self.log_dict({"fold": k, "val_video": val_video, **pr_curve_points(y, p)}, fold_artifact(k, "pr_curve"))
@@ -306,7 +314,7 @@ class TrialRun(_Run):
     def log_compute(self, compute: dict[str, float]) -> None:
         """Log the cost of the trial as ``compute/<key>``.
 
-        Keys in use: ``train_seconds``, ``cpu_seconds``, ``seconds_per_epoch``, ``inference_frames_per_second``,
+        Keys in use: ``train_seconds``, ``cpu_seconds``, ``seconds_per_epoch``, ``validation_frames_per_second``,
         ``peak_rss_mb``, ``n_params``, ``embedding_seconds_per_frame``, ``epochs_total``.
         """
         self.log_metrics(
@@ -394,7 +402,8 @@ class PairRun(_Run):
         self._open_trials: list[TrialRun] = []
 
     def trial_run(self, trial_number: int, params: dict, tags: dict | None = None) -> TrialRun:
-        """Start the nested run ``trial-NNN`` of Optuna trial `trial_number`, with its parameters logged."""
+        """Start the nested run ``trial-NNN`` of trial `trial_number` (numbered as the progress lines
+        number it: `schema.trial_label`, from 1), with its parameters logged."""
         if self.ended:
             raise RuntimeError(f"pair run {self.run_id} has ended ({self.status}); open the pair again to add trials")
         run_tags = {
@@ -431,6 +440,24 @@ class PairRun(_Run):
                 trial.end(KILLED)
         self._open_trials = []
         super().end(status, error)
+
+
+def experiment_tags() -> dict[str, str]:
+    """A behaviour experiment's tags: model training (not GenAI), and the runs view `mbr-bench ui` links to."""
+    return {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND, VIEW_TAG_PREFIX + VIEW_KEY: json.dumps(runs_view())}
+
+
+def behaviour_experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """(name, id) of every mbr-bench experiment of a store, each given `experiment_tags` if it lacks
+    them (a store written by an older version), so the UI opens it on its runs."""
+    client = _open_store(tracking_uri)
+    found = []
+    for experiment in client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'"):
+        for key, value in experiment_tags().items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        found.append((experiment.name, experiment.experiment_id))
+    return sorted(found)
 
 
 def _open_store(tracking_uri: str) -> MlflowClient:
@@ -501,7 +528,8 @@ class Tracker:
             if self.artifact_root is not None:
                 location = f"{self.artifact_root.rstrip('/')}/{_safe_name(behaviour)}"
             try:
-                experiment_id = self.client.create_experiment(name, artifact_location=location)
+                experiment_id = self.client.create_experiment(name, artifact_location=location,
+                                                              tags=experiment_tags())
             except MlflowException as exc:
                 # Another worker created it between our lookup and our create.
                 if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
@@ -518,6 +546,9 @@ class Tracker:
             )
         else:
             experiment_id = experiment.experiment_id
+            missing = {k: v for k, v in experiment_tags().items() if experiment.tags.get(k) != v}
+            for key, value in missing.items():  # an experiment from an older version, or edited in the UI
+                self.client.set_experiment_tag(experiment_id, key, value)
         self._experiment_ids[behaviour] = experiment_id
         return experiment_id
 

@@ -10,8 +10,8 @@ reader cannot drift from its writer. Run layout:
         run  <pair> refit         kind=refit        best trial refit on all training videos, tested once
       run  leaderboard            kind=leaderboard  the board's files for one invocation
 
-Metric names are ``<prefix><name>``: ``cv/`` (cross-validation: per fold at step k, and the
-summary), ``fold<k>/`` (one fold), ``compute/`` (cost), ``test/`` and ``test_post/`` (the test
+Metric names are ``<prefix><name>``: ``cv/`` (cross-validation summaries over folds), ``fold<k>/``
+(one fold), ``fold/`` (every fold as a series, step k), ``compute/`` (cost), ``test/`` and ``test_post/`` (the test
 videos, raw and post-processed labels), ``decision/`` (threshold and post-processing scores).
 """
 
@@ -25,6 +25,13 @@ from typing import Any
 
 EXPERIMENT_PREFIX = "mbr-bench/"
 REGISTERED_MODEL_PREFIX = "mbr-bench."
+# -- experiment tags: how the MLflow UI opens an experiment ----------------------------------------
+# MLflow 3 opens an experiment without a kind as a GenAI one (traces); a behaviour's experiment is
+# model training. The UI's "Share" mechanism stores a runs-table view (columns, order) as an
+# experiment tag named by a key, which a link passes as ?viewStateShareKey=KEY: `mbr-bench ui`
+# prints such links, so the table opens on the numbers the board ranks by.
+TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+VIEW_TAG_PREFIX, VIEW_KEY = "mlflow.sharedViewState.", "mbr-bench"
 
 # -- tags: identity ------------------------------------------------------------------------------
 TAG_KIND = "mbr.kind"  # one of the KIND_* values below
@@ -32,7 +39,7 @@ TAG_BEHAVIOUR = "mbr.behaviour"
 TAG_BACKBONE = "mbr.backbone"
 TAG_HEAD = "mbr.head"
 TAG_STUDY = "mbr.study"  # on a pair run: the Optuna study name
-TAG_TRIAL = "mbr.trial"  # on a trial or refit run: the Optuna trial number
+TAG_TRIAL = "mbr.trial"  # on a trial or refit run: the trial number of the progress lines (Optuna's + 1)
 TAG_STATE = "mbr.state"  # on a trial run: one of TRIAL_STATES
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
 TAG_PROCESS = "mbr.process"  # host:pid:start of the process that last opened the run (also a trial user attr)
@@ -83,11 +90,14 @@ def changed_param_tag(name: str) -> str:
 
 # -- metrics ---------------------------------------------------------------------------------------
 CV, COMPUTE, TEST, TEST_POST, DECISION = "cv/", "compute/", "test/", "test_post/", "decision/"
+# Every fold's value of a metric as one series, step k = fold k (MLflow's chart across folds); the
+# ``cv/`` names hold only summaries over folds, so a column named cv/... is never one fold's value.
+FOLD_SERIES = "fold/"
 _FOLD_METRIC = re.compile(r"fold(\d+)/(.+)")
 
 
 def fold_metric(k: int, name: str) -> str:
-    """Metric `name` of fold `k` alone (also logged as ``cv/<name>`` at step k)."""
+    """Metric `name` of fold `k` alone (also logged as ``fold/<name>`` at step k)."""
     return f"fold{int(k)}/{name}"
 
 
@@ -122,10 +132,13 @@ TEST_PR_AUC_POOLED = TEST + "pr_auc_pooled"
 TEST_SEEDS = "test_seeds/"  # final refit: <metric>_mean and <metric>_sd over the refit seeds
 N_TEST_EVALUATIONS = "n_test_evaluations"  # on a leaderboard run: test scorings of this behaviour so far
 DECISION_THRESHOLD = DECISION + "threshold"
-# Keys of `compute/` in use: train_seconds, cpu_seconds, seconds_per_epoch, inference_frames_per_second,
-# peak_rss_mb, n_params, embedding_seconds_per_frame, epochs_total (trials); search_cpu_seconds,
-# refit_cpu_seconds, refit_train_seconds (refits).
-# Pair-run and leaderboard-run summaries.
+# Keys of `compute/` in use (docs/mlflow.md has the glossary): train_seconds, cpu_seconds,
+# seconds_per_epoch, validation_frames_per_second (one head scoring its held-out video), peak_rss_mb,
+# n_params, embedding_seconds_per_frame, epochs_total (trials); search_cpu_seconds, refit_cpu_seconds,
+# refit_train_seconds, inference_frames_per_second (the final model, all its heads, on the test videos)
+# (refits). A pair run carries its best trial's cv/pr_auc_mean and cv/pr_auc_se, the n_trials_* counts,
+# search_cpu_seconds, embedding_seconds_per_frame and n_params, and its latest refit's test/ PR-AUCs.
+# Leaderboard-run summaries.
 BEST_CV_PR_AUC = "best_cv_pr_auc"
 BEST_TEST_PR_AUC = "best_test_pr_auc"
 N_TRIALS_COMPLETE, N_TRIALS_PRUNED, N_TRIALS_FAILED = "n_trials_complete", "n_trials_pruned", "n_trials_failed"
@@ -158,6 +171,28 @@ def prediction_artifact(file_name: str) -> str:
 def experiment_name(behaviour: str) -> str:
     """The MLflow experiment holding one behaviour's study: ``mbr-bench/<behaviour>``."""
     return f"{EXPERIMENT_PREFIX}{behaviour}"
+
+
+def trial_label(optuna_number: int) -> int:
+    """The trial number people see (progress lines, MLflow run names and tags, plots): Optuna's + 1."""
+    return int(optuna_number) + 1
+
+
+def runs_view() -> dict[str, Any]:
+    """The runs table of a behaviour's experiment as `mbr-bench ui` links open it: one row per pair,
+    best CV first, its summary as the first columns (test figures once the leaderboard ran)."""
+    columns = [_column("metrics", key) for key in (
+        CV_PR_AUC_MEAN, CV_PR_AUC_SE, TEST_PR_AUC_MEAN, N_TRIALS_COMPLETE, COMPUTE + "search_cpu_seconds",
+        COMPUTE + "embedding_seconds_per_frame", COMPUTE + "n_params")]
+    return {
+        "searchFilter": f"tags.`{TAG_KIND}` = '{KIND_PAIR}'",
+        "orderByKey": columns[0], "orderByAsc": False,
+        "selectedColumns": columns, "columnOrder": columns,
+    }
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the UI's column id
 
 
 def registered_model_name(behaviour: str) -> str:

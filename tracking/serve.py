@@ -103,6 +103,19 @@ def split_hosts(values: Sequence[str] | None) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------- validation
+def dashboard_command(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
+    """The argv of optuna-dashboard (the `dashboard` extra) on an Optuna storage, from this environment.
+
+    Raises ConfigError naming the install command when the extra is missing.
+    """
+    import importlib.util
+
+    script = Path(sys.executable).parent / "optuna-dashboard"
+    if importlib.util.find_spec("optuna_dashboard") is None or not script.is_file():
+        raise ConfigError("optuna-dashboard is not installed; install the extra: pip install 'mbr-bench[dashboard]'")
+    return [str(script), storage_url, "--host", host, "--port", str(int(port))]
+
+
 def check_backend_store_uri(uri: str) -> None:
     """Fail unless `uri` is a SQLite, PostgreSQL or MySQL URL whose driver is installed.
 

@@ -66,4 +66,5 @@ def check_backbone_names(option: str, names: list[str]) -> None:
             raise ConfigError(f"{option} {name}: a fused backbone names each part once; e.g. mobilenet_v2+track")
 
 
-__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "part_kinds"]
+__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "part_kinds",
+            "part_names"]

@@ -57,6 +57,12 @@ class FusedBackbone(Backbone):
             scaling.append((mean.astype(np.float32), std.astype(np.float32)))
         self.scaling = scaling
 
+    def part_widths(self) -> tuple[int, ...]:
+        """Each part's number of columns in the joined embedding (known once the scaling is fitted or loaded)."""
+        if self.scaling is None:
+            raise RuntimeError("fit_scaling first")
+        return tuple(len(mean) for mean, _ in self.scaling)
+
     def scaling_digest(self) -> str | None:
         if self.scaling is None:
             return None

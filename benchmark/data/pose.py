@@ -1,10 +1,13 @@
-"""DeepLabCut pose files: read (CSV or H5, single- or multi-animal), clean, and track a centre point.
+"""Pose files: read (DeepLabCut CSV or H5, LightningPose CSV, SLEAP .slp or analysis .h5; single- or
+multi-animal), clean, and track a centre point.
 
 A DeepLabCut CSV starts with a header of three rows (scorer / bodyparts / coords) or, for
 multi-animal projects, four (scorer / individuals / bodyparts / coords); the first column holds
 the frame index. The H5 files carry the same header as pandas MultiIndex columns. Columns whose
 coords cell is not x, y or likelihood (for example per-frame behaviour labels appended to the
 CSV) are not pose data and are ignored here; `mbr_bench.benchmark.data.labels` reads them.
+LightningPose writes the same CSV layout. SLEAP files (HDF5, like DeepLabCut's .h5) are told apart
+by their content and read through sleap-io (the `sleap` extra), the SLEAP team's own reader.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def read_pose(
     rename: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     ignore: Sequence[str] = (),
 ) -> Pose:
-    """Read a DeepLabCut pose file (CSV or H5, detected from the content, not the extension).
+    """Read a pose file: DeepLabCut or LightningPose CSV, DeepLabCut H5, SLEAP .slp or analysis .h5
+    (detected from the content, not the extension).
 
     Body parts are renamed (`rename`: file name -> dataset name), those in `ignore` dropped, and the
     rest ordered by name, so that two projects that order or name the same parts differently give
@@ -93,7 +97,7 @@ def read_pose(
         with path.open("rb") as fh:
             magic = fh.read(len(_HDF5_MAGIC))
     if magic == _HDF5_MAGIC:
-        pose = _read_pose_h5(path, individual)
+        pose = _read_sleap(path, individual) if _is_sleap(path) else _read_pose_h5(path, individual)
     else:
         check_text_file(path, "pose file", "check the pose path in dataset.yaml")
         pose = _read_pose_csv(path, individual)
@@ -212,6 +216,65 @@ def _read_pose_csv(path: Path, individual: str | None) -> Pose:
         return to_float(path, data[j + 1], f"{part}/{coord}", len(levels) + 1)
 
     return _assemble(path, parts, layout, len(data), column)
+
+
+# SLEAP's two HDF5 files: a project or predictions file (.slp) and an analysis export (.h5).
+_SLEAP_SLP_KEYS, _SLEAP_ANALYSIS_KEYS = {"metadata", "instances", "points"}, {"tracks", "node_names"}
+
+
+def _is_sleap(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            keys = set(file.keys())
+    except OSError:
+        return False  # not readable by h5py: let the DeepLabCut reader say what is wrong
+    return _SLEAP_SLP_KEYS <= keys or _SLEAP_ANALYSIS_KEYS <= keys
+
+
+def _read_sleap(path: Path, individual: str | None) -> Pose:
+    """A SLEAP file's first video as a Pose: the track named `individual` (default: the first track,
+    or the first untracked instance), point scores as likelihood (1.0 where SLEAP keeps none)."""
+    try:
+        import sleap_io
+    except ImportError:
+        raise DataError(f"{path}: reading SLEAP pose files needs sleap-io; pip install 'mbr-bench[sleap]', "
+                        "or export the pose as a DeepLabCut CSV") from None
+    try:
+        with warnings.catch_warnings():  # sleap-io warns about videos it cannot open: none is needed here
+            warnings.simplefilter("ignore")
+            labels = sleap_io.load_analysis_h5(str(path)) if _is_analysis(path) else sleap_io.load_slp(
+                str(path), open_videos=False)
+        if not labels.videos or not labels.skeletons:
+            raise ValueError("no video or no skeleton in the file")
+        tracks = [track.name for track in labels.tracks]
+        points = labels.numpy(video=labels.videos[0], untracked=not tracks, return_confidence=True)
+    except Exception as exc:  # noqa: BLE001 - any sleap-io failure means the same to the user
+        raise DataError(f"{path}: cannot read as a SLEAP file ({type(exc).__name__}: {str(exc)[:160]}); "
+                        "export it again from SLEAP") from None
+    if individual is not None and tracks:
+        if individual not in tracks:
+            raise DataError(f"{path}: individual '{individual}' not found; tracks in the file: {', '.join(tracks)}; "
+                            "set pose.individual in dataset.yaml to one of them")
+        animal = points[:, tracks.index(individual)]
+    else:
+        animal = points[:, 0]
+    if len(animal) == 0:
+        raise DataError(f"{path}: the SLEAP file has no labelled frame; export the predictions of the whole video")
+    xy = animal[..., :2].astype(np.float64)
+    likelihood = animal[..., 2].astype(np.float64)
+    likelihood[~np.isfinite(likelihood) & np.isfinite(xy).all(axis=-1)] = 1.0  # a user-labelled point
+    likelihood[~np.isfinite(xy).all(axis=-1)] = 0.0
+    return Pose(path=path, bodyparts=tuple(node.name for node in labels.skeletons[0].nodes), xy=xy,
+                likelihood=likelihood)
+
+
+def _is_analysis(path: Path) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        return _SLEAP_ANALYSIS_KEYS <= set(file.keys())
 
 
 def _read_pose_h5(path: Path, individual: str | None) -> Pose:

@@ -1199,13 +1199,49 @@ def _write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: int) 
             writer.release()
 
 
-def _write_pose_csv(path: Path, pose: np.ndarray) -> None:
+def _write_pose_csv(path: Path, pose: np.ndarray, scorer: str = SCORER) -> None:
     """DeepLabCut layout: 3 header rows (scorer, bodyparts, coords), frame index first."""
     columns = pd.MultiIndex.from_product(
-        [[SCORER], list(BODY_PARTS), ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
+        [[scorer], list(BODY_PARTS), ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
     )
     with atomic_output(path) as tmp:
         pd.DataFrame(pose.reshape(len(pose), -1), columns=columns).to_csv(tmp, float_format="%.4f")
+
+
+# Pose file formats the generator writes (`generate(pose_format=...)`), each read back by `read_pose`
+# from its content: DeepLabCut CSV, LightningPose CSV (the DeepLabCut layout, its own scorer), and
+# SLEAP predictions (.slp) or analysis export (.analysis.h5), written by sleap-io itself.
+POSE_FORMATS = {"dlc": ".csv", "lightning_pose": ".csv", "sleap": ".slp", "sleap_analysis": ".analysis.h5"}
+LIGHTNING_POSE_SCORER = "heatmap_tracker"
+
+
+def _write_pose(path: Path, pose: np.ndarray, pose_format: str, video: Path) -> None:
+    if pose_format in ("dlc", "lightning_pose"):
+        _write_pose_csv(path, pose, LIGHTNING_POSE_SCORER if pose_format == "lightning_pose" else SCORER)
+    else:
+        _write_sleap(path, pose, video, analysis=pose_format == "sleap_analysis")
+
+
+def _write_sleap(path: Path, pose: np.ndarray, video: Path, analysis: bool) -> None:
+    """One track ("mouse") of predicted instances, one per frame, as SLEAP writes them."""
+    import sleap_io
+
+    skeleton = sleap_io.Skeleton(list(BODY_PARTS))
+    track = sleap_io.Track("mouse")
+    source = sleap_io.Video(str(video), open_backend=False)
+    points = pose.reshape(len(pose), len(BODY_PARTS), 3)
+    frames = [
+        sleap_io.LabeledFrame(video=source, frame_idx=t, instances=[sleap_io.PredictedInstance.from_numpy(
+            points[t, :, :2], skeleton, point_scores=points[t, :, 2], score=float(points[t, :, 2].mean()),
+            track=track)])
+        for t in range(len(points))
+    ]
+    labels = sleap_io.Labels(labeled_frames=frames, videos=[source], skeletons=[skeleton], tracks=[track])
+    with atomic_output(path) as tmp:
+        if analysis:
+            sleap_io.save_analysis_h5(labels, str(tmp), video=source)
+        else:
+            sleap_io.save_slp(labels, str(tmp), verbose=False)
 
 
 def _write_labels_csv(path: Path, labels: np.ndarray) -> None:
@@ -1220,7 +1256,8 @@ def _write_manifest(path: Path, manifest: dict) -> None:
         yaml.safe_dump(manifest, fh, sort_keys=False, default_flow_style=None)
 
 
-def _make_video(out: Path, video_id: str, seed: int, index: int, n_frames: int, fps: int, size: int) -> None:
+def _make_video(out: Path, video_id: str, seed: int, index: int, n_frames: int, fps: int, size: int,
+                pose_format: str = "dlc") -> None:
     """Simulate, render and write the mp4, pose CSV and labels CSV of one video."""
     rng = np.random.default_rng([seed, index])
     arena = arena_geometry(size)
@@ -1232,7 +1269,8 @@ def _make_video(out: Path, video_id: str, seed: int, index: int, n_frames: int, 
     paw_hidden = np.maximum(np.clip(st["paw_raise"], 0.0, 1.0), np.clip(st["paw_tuck"], 0.0, 1.0))
     pose = _observe_pose(rng, _keypoints(sk), labels, paw_hidden, fps, L, size)
     _write_video(out / "videos" / f"{video_id}.mp4", _frames(rng, arena, look, st, sk, L), fps, size)
-    _write_pose_csv(out / "poses" / f"{video_id}.csv", pose)
+    _write_pose(out / "poses" / f"{video_id}{POSE_FORMATS[pose_format]}", pose, pose_format,
+                out / "videos" / f"{video_id}.mp4")
     _write_labels_csv(out / "labels" / f"{video_id}.csv", labels)
 
 
@@ -1262,10 +1300,12 @@ def generate(
     n_test: int = 2,
     fps: int = 10,
     size: int = 256,
+    pose_format: str = "dlc",
 ) -> Path:
     """Write a synthetic open-field dataset and return the path of its dataset.yaml.
 
-    Writes videos/<id>.mp4 (mp4v, size x size, BGR), poses/<id>.csv (DeepLabCut CSV),
+    Writes videos/<id>.mp4 (mp4v, size x size, BGR), poses/<id>.csv (DeepLabCut CSV; `pose_format`
+    one of POSE_FORMATS writes another pose format, the same points),
     labels/<id>.csv (frame + one 0/1 column per behaviour) and dataset.yaml, the last n_test
     videos in the test split. The same arguments always give the same pose and label files.
 
@@ -1273,6 +1313,9 @@ def generate(
         ConfigError: an argument outside its valid range, or out_dir is a file.
     """
     _validate(n_videos, n_frames, seed, n_test, fps, size)
+    if pose_format not in POSE_FORMATS:
+        raise ConfigError(f"synthetic dataset: pose_format {pose_format!r} is not one of {', '.join(POSE_FORMATS)}; "
+                          "pick one of those")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"synthetic dataset: out_dir {out} is a file; give a directory")
@@ -1286,7 +1329,7 @@ def generate(
     ids = [f"ofs{i + 1:0{width}d}" for i in range(n_videos)]
     with _single_threaded_cv2():
         for index, video_id in enumerate(ids):
-            _make_video(out, video_id, int(seed), index, int(n_frames), int(fps), int(size))
+            _make_video(out, video_id, int(seed), index, int(n_frames), int(fps), int(size), pose_format)
 
     manifest = {
         "name": DATASET_NAME,
@@ -1308,7 +1351,7 @@ def generate(
             {
                 "id": video_id,
                 "video": f"videos/{video_id}.mp4",
-                "pose": f"poses/{video_id}.csv",
+                "pose": f"poses/{video_id}{POSE_FORMATS[pose_format]}",
                 "labels": f"labels/{video_id}.csv",
                 "split": "test" if index >= n_videos - n_test else "train",
                 "fps": int(fps),

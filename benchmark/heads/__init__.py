@@ -4,6 +4,6 @@ TensorFlow is not imported here; it loads when a head builds or fits its model.
 """
 
 from . import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
-from .base import HEADS, Head, load_head
+from .base import HEADS, Head, load_head, with_input_blocks
 
-__all__ = ["HEADS", "Head", "load_head"]
+__all__ = ["HEADS", "Head", "load_head", "with_input_blocks"]

@@ -78,6 +78,15 @@ class Head(ABC):
             mean and standard deviation over its frames; no labels used). A standard deviation below
             `features.sequences.FEATURE_STD_EPSILON` (a constant feature) counts as 1.
             Default DEFAULT_FEATURE_NORM.
+        input_blocks: the input's column blocks, left to right, when it joins several embeddings
+            (a fused backbone's part widths, e.g. (1280, 121)); after `feature_norm`, each block is
+            weighted by sqrt(narrowest / width), so every block carries the same total variance and
+            a wide appearance block cannot drown a narrow movement block at the first layer. Set by
+            the pipeline from the backbone, not searched; None (the default): one block.
+        fusion_balance: with two or more `input_blocks`, log10 of the first block's weight over the
+            others' on top of that block scaling (-1: the first part at 1/10 of the rest, 0: equal);
+            the larger side keeps weight 1. Searched for a fused backbone's pairs
+            (search_spaces/loader.py, FUSION_BALANCE); ignored with one block.
         **architecture: not accepted here; subclasses declare their architecture keywords.
     """
 
@@ -94,6 +103,8 @@ class Head(ABC):
         patience: int = 5,
         seed: int = 0,
         feature_norm: str = DEFAULT_FEATURE_NORM,
+        input_blocks: Sequence[int] | None = None,
+        fusion_balance: float = 0.0,
         **architecture: Any,
     ) -> None:
         if architecture:
@@ -110,6 +121,8 @@ class Head(ABC):
         self.patience = patience
         self.seed = seed
         self.feature_norm = feature_norm
+        self.input_blocks = None if input_blocks is None else tuple(input_blocks)
+        self.fusion_balance = fusion_balance
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -147,6 +160,11 @@ class Head(ABC):
         check_int(self, "patience", minimum=1)
         check_int(self, "seed", minimum=0)
         check_choice(self, "feature_norm", FEATURE_NORMS)
+        if self.input_blocks is not None and (
+            not self.input_blocks or not all(isinstance(w, (int, np.integer)) and w >= 1 for w in self.input_blocks)
+        ):
+            raise ConfigError(f"head {self.name}: input_blocks must be positive column counts, got {self.input_blocks}")
+        check_float(self, "fusion_balance", low=-6.0, high=6.0)
         self._validate_architecture()
 
     def _validate_architecture(self) -> None:
@@ -214,12 +232,13 @@ class Head(ABC):
         scaling, windows and stitching), so `val_history_` rows are what `predict_proba` gave then.
         """
         self._validate()
+        self._check_blocks(X[0].shape[1] if len(X) else 0)
         if self.feature_norm == "train":
             self.feature_mean_, self.feature_std_ = feature_stats(X)
-            scalings: list[Scaling | None] = [(self.feature_mean_, self.feature_std_)] * len(X)
+            scalings: list[Scaling | None] = [self._weigh((self.feature_mean_, self.feature_std_))] * len(X)
         else:
             self.feature_mean_ = self.feature_std_ = None
-            scalings = [feature_stats([Xv]) if self.feature_norm == "per_video" else None for Xv in X]
+            scalings = [self._weigh(feature_stats([Xv]) if self.feature_norm == "per_video" else None) for Xv in X]
         Xw, yw, ww = training_windows(X, y, sample_weight, self.sequence_length, scalings)
         del scalings
         input_dim = Xw.shape[2]
@@ -310,12 +329,31 @@ class Head(ABC):
         return self._predict_video(self._forward, X, self._scaling(X))
 
     def _scaling(self, X: np.ndarray) -> Scaling | None:
-        """The (mean, std) that video `X` is scaled with under `feature_norm` (None: not scaled)."""
+        """The (mean, std) that video `X` is scaled with under `feature_norm` and `input_blocks` (None: not scaled)."""
         if self.feature_norm == "train":
-            return self.feature_mean_, self.feature_std_
+            return self._weigh((self.feature_mean_, self.feature_std_))
         if self.feature_norm == "per_video":
-            return feature_stats([X])
-        return None
+            return self._weigh(feature_stats([X]))
+        return self._weigh(None)
+
+    def _check_blocks(self, input_dim: int) -> None:
+        if self.input_blocks is not None and sum(self.input_blocks) != input_dim:
+            raise ConfigError(f"head {self.name}: input_blocks {list(self.input_blocks)} add up to "
+                              f"{sum(self.input_blocks)} columns, but the inputs have {input_dim}; embed again")
+
+    def _weigh(self, scaling: Scaling | None) -> Scaling | None:
+        """`scaling` with each input block's weight folded into its std (see `input_blocks`)."""
+        if self.input_blocks is None or len(self.input_blocks) < 2:
+            return scaling
+        narrowest = min(self.input_blocks)
+        balance = [min(1.0, 10.0 ** self.fusion_balance)] + [min(1.0, 10.0 ** -self.fusion_balance)] * (
+            len(self.input_blocks) - 1)
+        block = [np.sqrt(narrowest / w) * b for w, b in zip(self.input_blocks, balance)]
+        weights = np.repeat(block, self.input_blocks).astype(np.float32)
+        if scaling is None:
+            return np.zeros_like(weights), 1.0 / weights
+        mean, std = scaling
+        return mean, std / weights
 
     def _predict_video(
         self, forward: Callable[[np.ndarray], Any], X: np.ndarray, scaling: Scaling | None
@@ -371,6 +409,11 @@ HEADS: Registry[Head] = Registry("head")
 HEAD_SPEC, HEAD_WEIGHTS, HEAD_FEATURE_STATS = "head.json", "model.weights.h5", "feature_norm.npz"
 
 
+def with_input_blocks(params: dict[str, Any], blocks: Sequence[int] | None) -> dict[str, Any]:
+    """A trial's head parameters plus the input's block widths when the data has several (a fused backbone)."""
+    return {**params, "input_blocks": tuple(blocks)} if blocks else dict(params)
+
+
 def load_head(folder: str | Path) -> Head:
     """A head written by `Head.save`, ready for `predict_proba`."""
     folder = Path(folder)
@@ -387,6 +430,7 @@ def load_head(folder: str | Path) -> Head:
     params.setdefault("feature_norm", "none")
     head = HEADS.build(name, **params)
     head._validate()
+    head._check_blocks(input_dim)
     head.feature_mean_ = head.feature_std_ = None
     if head.feature_norm == "train":
         head.feature_mean_, head.feature_std_ = _load_feature_stats(folder / HEAD_FEATURE_STATS, input_dim)
