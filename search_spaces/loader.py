@@ -39,7 +39,8 @@ from ..core.errors import ConfigError
 SPACES_DIR = Path(__file__).resolve().parent
 # A fused backbone's pairs also search the balance of its parts (a head's `fusion_balance`: log10 of
 # the first part's weight over the others'), unless the file sets it: from 1 % to 100x, the grid at
-# the block-scaled join (0). Which part carries a behaviour differs by behaviour; CV chooses.
+# the block-scaled join (0). Which part carries a behaviour differs by behaviour; CV chooses. At the
+# ends (heads.base.SOLO_BALANCE) the head sees one side only: the fused search's warm start.
 FUSION_BALANCE = "fusion_balance"
 FUSION_BALANCE_RANGE, FUSION_BALANCE_GRID = (-2.0, 2.0), [0.0]
 DEMO = "demo"

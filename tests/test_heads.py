@@ -437,3 +437,19 @@ def test_a_head_with_input_blocks_saves_and_predicts_the_same(tmp_path):
     loaded = base.load_head(head.save(tmp_path / "head"))
     assert loaded.input_blocks == (4, 2)
     np.testing.assert_allclose(loaded.predict_proba(X[2]), head.predict_proba(X[2]), atol=1e-6)
+
+
+@pytest.mark.parametrize("balance, side", [(-2.0, "second"), (2.0, "first")])
+def test_at_the_range_end_a_fused_head_is_that_part_s_own_head(balance, side, tmp_path):
+    X, y = videos(3, 120, dim=3, seed=4)
+    other = [np.random.default_rng(k).normal(size=(120, 5)).astype(np.float32) for k in range(3)]
+    fused = [np.hstack([o, x]) if side == "second" else np.hstack([x, o]) for x, o in zip(X, other)]
+    blocks = (5, 3) if side == "second" else (3, 5)
+    params = {"feature_norm": "per_video", "max_epochs": 3}
+    alone = build("lstm", **params).fit(X[:2], y[:2], sample_weights(y[:2]))
+    solo = build("lstm", input_blocks=blocks, fusion_balance=balance, **params).fit(fused[:2], y[:2],
+                                                                                  sample_weights(y[:2]))
+    assert solo.n_params_ == alone.n_params_  # the same model, initialised the same
+    np.testing.assert_allclose(solo.predict_proba(fused[2]), alone.predict_proba(X[2]), atol=1e-5)
+    loaded = base.load_head(solo.save(tmp_path / "solo"))
+    np.testing.assert_allclose(loaded.predict_proba(fused[2]), alone.predict_proba(X[2]), atol=1e-5)

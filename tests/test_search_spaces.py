@@ -9,6 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from mbr_bench.core.errors import ConfigError
 from mbr_bench.search_spaces.loader import (
+    FUSION_BALANCE_RANGE,
     SearchSpace,
     default_space_path,
     load_search_space,
@@ -220,6 +221,10 @@ def test_a_fused_pair_also_searches_the_balance_of_its_parts(tmp_path):
     assert "fusion_balance" not in space.distributions  # the plain pairs' space is unchanged
     pinned = load_search_space("lstm", _write(tmp_path, "units: 8\nfusion_balance: -1.0\n"))
     assert pinned.for_fused() == pinned  # a file that sets it wins
+    from mbr_bench.benchmark.heads.base import SOLO_BALANCE
+
+    # The range ends are where a fused head sees one side only: the warm start's trials.
+    assert FUSION_BALANCE_RANGE == (-SOLO_BALANCE, SOLO_BALANCE)
 
 
 def test_folder_of_spaces(tmp_path):

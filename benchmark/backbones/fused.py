@@ -1,11 +1,15 @@
 """Fused backbones: `mobilenet_v2+track`, `pose+mobilenet_v2`: registered backbones joined per frame.
 
 Appearance and movement see different things; a head given both can use either. Each part is
-embedded (and cached) on its own, exactly as when it runs alone, then z-scored per column with
-the mean and standard deviation of the dataset's training videos, so that no part dominates by
-its scale, and the parts are concatenated. The scaling uses no labels; it is fitted once per
-dataset (training videos only), kept with a trained model, and is part of the fused embedding's
-cache key. A fused row's embedding cost is the sum of its parts'.
+embedded (and cached) on its own, exactly as when it runs alone, and the parts are joined per frame
+as they are. How much each part counts is the head's business (`Head(input_blocks=...,
+fusion_balance=...)`: the same total variance per part after the head's own input scaling, then a
+searched balance), so that at the balance's ends a fused head is exactly its part's head. A fused
+row's embedding cost is the sum of its parts'.
+
+Models saved before the head weighed the parts z-scored each part with the training videos' column
+statistics inside the join; their bundles keep them (`state`), and `load_state` makes the join
+scale new videos as those models were trained.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class FusedBackbone(Backbone):
             raise ConfigError("a fused backbone joins two or more backbones, e.g. mobilenet_v2+track")
         self.parts = list(parts)
         self.name = SEPARATOR.join(part.name for part in self.parts)  # type: ignore[misc]
-        self.scaling: list[tuple[np.ndarray, np.ndarray]] | None = None  # per part: column mean, std
+        # Per part: column mean, std; only for a model saved with a z-scoring join (see the module doc).
+        self.scaling: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.widths: tuple[int, ...] | None = None  # each part's columns, known once embedded
 
     @property
     def weights_id(self) -> str:
@@ -44,24 +50,11 @@ class FusedBackbone(Backbone):
 
     # -- the per-part scaling -----------------------------------------------------------------
 
-    def fit_scaling(self, part_arrays: Sequence[Sequence[np.ndarray]]) -> None:
-        """Column mean and std of each part over the training videos (`part_arrays[k]`: part k's videos)."""
-        scaling = []
-        for arrays in part_arrays:
-            count = sum(len(a) for a in arrays)
-            total = sum(np.asarray(a, dtype=np.float64).sum(axis=0) for a in arrays)
-            mean = total / count
-            square = sum(((np.asarray(a, dtype=np.float64) - mean) ** 2).sum(axis=0) for a in arrays)
-            std = np.sqrt(square / count)
-            std[~(std > 1e-8)] = 1.0  # a constant column stays constant (0), never divides by ~0
-            scaling.append((mean.astype(np.float32), std.astype(np.float32)))
-        self.scaling = scaling
-
     def part_widths(self) -> tuple[int, ...]:
-        """Each part's number of columns in the joined embedding (known once the scaling is fitted or loaded)."""
-        if self.scaling is None:
-            raise RuntimeError("fit_scaling first")
-        return tuple(len(mean) for mean, _ in self.scaling)
+        """Each part's number of columns in the joined embedding (known once a video was joined)."""
+        if self.widths is None:
+            raise RuntimeError("join a video first")
+        return self.widths
 
     def scaling_digest(self) -> str | None:
         if self.scaling is None:
@@ -73,16 +66,19 @@ class FusedBackbone(Backbone):
         return digest.hexdigest()[:16]
 
     def join(self, arrays: Sequence[np.ndarray], out: np.ndarray, chunk: int = 4096) -> None:
-        """Write the scaled parts of one video side by side into `out` (frames, sum of dims), in chunks."""
-        if self.scaling is None:
-            raise RuntimeError("fit_scaling first")
+        """Write the parts of one video side by side into `out` (frames, sum of dims), in chunks;
+        z-scored only with the scaling of a model saved so (see the module doc)."""
         n_frames = len(out)
         for start in range(0, n_frames, chunk):
             stop = min(start + chunk, n_frames)
             column = 0
-            for array, (mean, std) in zip(arrays, self.scaling):
+            for k, array in enumerate(arrays):
                 width = array.shape[1]
-                out[start:stop, column : column + width] = (np.asarray(array[start:stop]) - mean) / std
+                values = np.asarray(array[start:stop])
+                if self.scaling is not None:
+                    mean, std = self.scaling[k]
+                    values = (values - mean) / std
+                out[start:stop, column : column + width] = values
                 column += width
 
     def state(self) -> dict[str, np.ndarray]:

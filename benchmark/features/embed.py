@@ -69,7 +69,7 @@ def video_fps(entry: VideoEntry) -> float:
 def cache_key(dataset: Dataset, entry: VideoEntry, backbone: Backbone, crop: CropSettings) -> CacheKey:
     """What the embedding of `entry` depends on, and nothing more."""
     if isinstance(backbone, FusedBackbone):
-        # The parts' own keys (their inputs) plus the fused description (which holds the scaling).
+        # The parts' own keys (their inputs) plus the fused description (a saved model's scaling, if any).
         return CacheKey(entry.id, {"backbone": backbone.describe(),
                                    "parts": [cache_key(dataset, entry, part, crop).digest for part in backbone.parts]})
     fields: dict[str, Any] = {"backbone": backbone.describe()}
@@ -447,7 +447,7 @@ def _embed_fused(
     entries: list[VideoEntry], progress: bool, companions: Sequence[Backbone] = (),
 ) -> list[EmbedResult]:
     """Each part through the cache (crop parts first, in one crop pass, recording the tracker's path
-    if a part needs it), the scaling fitted on the training videos if the backbone has none, then the join."""
+    if a part needs it), then the join."""
     started = time.perf_counter()
     ids = [entry.id for entry in entries]
     wants_track = any(part.kind == "track" for part in backbone.parts)
@@ -457,14 +457,6 @@ def _embed_fused(
     for k in order:
         parts[k] = embed_dataset(dataset, backbone.parts[k], cache, crop, batch_size, ids, progress, wants_track,
                                  riders)
-    if backbone.scaling is None:
-        train_ids = [entry.id for entry in dataset.split("train")]
-        if not train_ids:
-            raise DataError(f"{dataset.path}: fused backbone {backbone.name} scales its parts on the training "
-                            "videos, and none is marked split: train; mark the training videos")
-        train = [[np.load(r.path, mmap_mode="r") for r in
-                  embed_dataset(dataset, part, cache, crop, batch_size, train_ids, progress)] for part in backbone.parts]
-        backbone.fit_scaling(train)
     results = []
     for i, entry in enumerate(entries):
         arrays = [np.load(parts[k][i].path, mmap_mode="r") for k in range(len(backbone.parts))]
@@ -472,6 +464,7 @@ def _embed_fused(
         if len(set(lengths.values())) != 1:
             raise DataError(f"{dataset.path}: video '{entry.id}' has different frame counts per part of "
                             f"{backbone.name} ({lengths}); its pose file must have one row per video frame")
+        backbone.widths = tuple(int(a.shape[1]) for a in arrays)  # the head's input blocks, hit or miss
         cost = sum(parts[k][i].compute_seconds_per_frame for k in range(len(backbone.parts)))
         key = cache_key(dataset, entry, backbone, crop)
         hit = cache.load(key, verify=True)

@@ -54,6 +54,8 @@ from ...core.registry import Registry
 # compiled forward pass is dynamic, so a smaller last chunk does not retrace.
 PREDICT_CHUNK_WINDOWS = 128
 
+# |fusion_balance| from which a fused input's model sees one side only (the search space's range end).
+SOLO_BALANCE = 2.0
 # Input scaling of a head (`Head(feature_norm=...)`): see the Head docstring.
 FEATURE_NORMS = ("none", "train", "per_video")
 DEFAULT_FEATURE_NORM = "per_video"  # measured on the synthetic open field and real pose: see README, Protocol
@@ -85,7 +87,9 @@ class Head(ABC):
             the pipeline from the backbone, not searched; None (the default): one block.
         fusion_balance: with two or more `input_blocks`, log10 of the first block's weight over the
             others' on top of that block scaling (-1: the first part at 1/10 of the rest, 0: equal);
-            the larger side keeps weight 1. Searched for a fused backbone's pairs
+            the larger side keeps weight 1. At SOLO_BALANCE or beyond (-SOLO_BALANCE or below) the
+            model sees only the first block (only the others): the head is then that part's own
+            head, initialised as it would be alone. Searched for a fused backbone's pairs
             (search_spaces/loader.py, FUSION_BALANCE); ignored with one block.
         **architecture: not accepted here; subclasses declare their architecture keywords.
     """
@@ -242,6 +246,9 @@ class Head(ABC):
         Xw, yw, ww = training_windows(X, y, sample_weight, self.sequence_length, scalings)
         del scalings
         input_dim = Xw.shape[2]
+        kept = self._kept_columns()
+        if kept is not None:
+            Xw = Xw[:, :, kept]
         val_X = val_labels = val_scaling = None
         if val is not None:
             val_X, val_labels = self._check_val(val, input_dim)
@@ -249,9 +256,9 @@ class Head(ABC):
 
         keras = import_keras()
         keras.utils.set_random_seed(self.seed)
-        model = self.build_model(input_dim)
+        model = self.build_model(self._model_dim(input_dim))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss="binary_crossentropy")
-        forward = _compiled_forward(model, self.sequence_length, input_dim)
+        forward = _compiled_forward(model, self.sequence_length, self._model_dim(input_dim))
 
         val_history: list[np.ndarray] = []
 
@@ -341,13 +348,39 @@ class Head(ABC):
             raise ConfigError(f"head {self.name}: input_blocks {list(self.input_blocks)} add up to "
                               f"{sum(self.input_blocks)} columns, but the inputs have {input_dim}; embed again")
 
+    def _solo(self) -> str | None:
+        """"first" or "rest" when the balance leaves the model one side only (see `fusion_balance`)."""
+        if self.input_blocks is None or len(self.input_blocks) < 2 or abs(self.fusion_balance) < SOLO_BALANCE:
+            return None
+        return "first" if self.fusion_balance > 0 else "rest"
+
+    def _kept_columns(self) -> np.ndarray | None:
+        """The input columns the model sees (None: all of them)."""
+        solo = self._solo()
+        if solo is None:
+            return None
+        first = self.input_blocks[0]
+        return np.arange(first) if solo == "first" else np.arange(first, sum(self.input_blocks))
+
+    def _model_dim(self, input_dim: int) -> int:
+        kept = self._kept_columns()
+        return input_dim if kept is None else len(kept)
+
     def _weigh(self, scaling: Scaling | None) -> Scaling | None:
         """`scaling` with each input block's weight folded into its std (see `input_blocks`)."""
         if self.input_blocks is None or len(self.input_blocks) < 2:
             return scaling
-        narrowest = min(self.input_blocks)
-        balance = [min(1.0, 10.0 ** self.fusion_balance)] + [min(1.0, 10.0 ** -self.fusion_balance)] * (
-            len(self.input_blocks) - 1)
+        solo = self._solo()
+        if solo == "first":
+            return scaling  # the model sees the first block alone, scaled as it would be alone
+        # Block scaling over the blocks the model sees; the balance only between both sides.
+        seen = self.input_blocks[1:] if solo == "rest" else self.input_blocks
+        narrowest = min(seen)
+        if solo == "rest":
+            balance = [1.0] * len(self.input_blocks)
+        else:
+            balance = [min(1.0, 10.0 ** self.fusion_balance)] + [min(1.0, 10.0 ** -self.fusion_balance)] * (
+                len(self.input_blocks) - 1)
         block = [np.sqrt(narrowest / w) * b for w, b in zip(self.input_blocks, balance)]
         weights = np.repeat(block, self.input_blocks).astype(np.float32)
         if scaling is None:
@@ -401,7 +434,8 @@ class Head(ABC):
         for row, start in enumerate(starts):
             chunk = X[start : start + length]
             windows[row, : len(chunk)] = scale(chunk, scaling)
-        return windows
+        kept = self._kept_columns()
+        return windows if kept is None else windows[:, :, kept]
 
 
 HEADS: Registry[Head] = Registry("head")
@@ -436,14 +470,14 @@ def load_head(folder: str | Path) -> Head:
         head.feature_mean_, head.feature_std_ = _load_feature_stats(folder / HEAD_FEATURE_STATS, input_dim)
     keras = import_keras()
     keras.utils.set_random_seed(head.seed)
-    model = head.build_model(input_dim)
+    model = head.build_model(head._model_dim(input_dim))
     try:
-        _load_weights(head, model, folder / HEAD_WEIGHTS, input_dim)
+        _load_weights(head, model, folder / HEAD_WEIGHTS, head._model_dim(input_dim))
     except (OSError, ValueError) as error:
         raise DataError(f"{folder / HEAD_WEIGHTS}: cannot load the head's weights ({str(error).splitlines()[0][:160]}); "
                         "the file is damaged or from another architecture, save the model again") from None
     head.model_ = model
-    head._forward = _compiled_forward(model, head.sequence_length, input_dim)
+    head._forward = _compiled_forward(model, head.sequence_length, head._model_dim(input_dim))
     head.input_dim_ = input_dim
     head.n_params_ = int(model.count_params())
     return head
