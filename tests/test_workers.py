@@ -26,6 +26,12 @@ import pytest
 from mbr_bench.benchmark import workers
 from mbr_bench.core.errors import ConfigError
 
+# A spawned child imports its target by module name. tests/ is a namespace package, and any installed
+# regular package named `tests` (sleap-io's wheel ships one) takes that name in the child, so the
+# targets live in a module of their own name, importable from this folder (spawn copies sys.path).
+sys.path.insert(0, str(Path(__file__).parent))
+import spawned_workers as targets  # noqa: E402
+
 BUDGET = 4
 
 
@@ -84,28 +90,13 @@ def test_budget_counts_failures_that_were_not_retried(tmp_path):
     assert not state.open_slot(3) and state.open_slot(4) and state.open_slot(None)
 
 
-def _worker(url: str, budget: int, seconds: float) -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = workers.open_storage(url, heartbeat=1)
-    study = optuna.load_study(study_name="shared", storage=storage)
-
-    def objective(trial):
-        time.sleep(seconds)
-        return trial.suggest_float("x", 0.0, 1.0)
-
-    workers.run_trials(study, objective, budget, workers.study_lock(storage, "shared"), None, wait_for_others=True,
-                       poll_seconds=0.2)
-
-
 def test_three_workers_share_one_budget(tmp_path):
     import optuna
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="shared", storage=workers.open_storage(url))
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(url, 7, 0.3)) for _ in range(3)]
+    processes = [context.Process(target=targets.worker, args=(url, 7, 0.3)) for _ in range(3)]
     for process in processes:
         process.start()
     for process in processes:
@@ -204,25 +195,10 @@ def test_tracker_refuses_unreachable_stores_with_one_quick_attempt(monkeypatch):
 
 
 # ------------------------------------------------------------------------------- cache claims
-def _claim_and_fill(root: str, marker: str) -> None:
-    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
-
-    cache = EmbeddingCache(root)
-    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
-    with cache.claim(key):
-        if cache.load(key) is not None:
-            return
-        with open(marker, "a") as handle:  # one line per worker that computed the entry
-            handle.write(f"{os.getpid()}\n")
-        with cache.writer(key, (50, 4), {}) as out:
-            time.sleep(1.0)
-            out[:] = 1.0
-
-
 def test_two_workers_never_compute_the_same_cache_entry(tmp_path):
     context = multiprocessing.get_context("spawn")
     marker = tmp_path / "computed.txt"
-    processes = [context.Process(target=_claim_and_fill, args=(str(tmp_path / "cache"), str(marker)))
+    processes = [context.Process(target=targets.claim_and_fill, args=(str(tmp_path / "cache"), str(marker)))
                  for _ in range(2)]
     for process in processes:
         process.start()
@@ -232,22 +208,11 @@ def test_two_workers_never_compute_the_same_cache_entry(tmp_path):
     assert len(marker.read_text().splitlines()) == 1
 
 
-def _write_forever(root: str) -> None:
-    from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
-
-    cache = EmbeddingCache(root)
-    key = CacheKey("v1", {"backbone": {"backbone": "toy"}})
-    with cache.claim(key), cache.writer(key, (1000, 16), {}) as out:
-        out[:10] = 1.0
-        out.flush()
-        time.sleep(600)
-
-
 def test_a_writer_killed_mid_entry_leaves_a_miss_and_its_claim_is_free(tmp_path):
     from mbr_bench.benchmark.features.cache import CacheKey, EmbeddingCache
 
     root = tmp_path / "cache"
-    process = multiprocessing.get_context("spawn").Process(target=_write_forever, args=(str(root),))
+    process = multiprocessing.get_context("spawn").Process(target=targets.write_forever, args=(str(root),))
     process.start()
     deadline = time.monotonic() + 60
     while not list(root.glob("toy/.*.npy.tmp")) and time.monotonic() < deadline:
