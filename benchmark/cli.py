@@ -28,12 +28,16 @@ def _existing_store(args: argparse.Namespace) -> str:
     """The tracking URI of a command that reads results: a mistyped --workdir is an error, not a new empty store."""
     if args.tracking_uri:
         return args.tracking_uri
+    return default_tracking_uri(_workdir_holding(args, MLFLOW_DB, "--tracking-uri"))
+
+
+def _workdir_holding(args: argparse.Namespace, store: str, other: str) -> Path:
+    """The work directory, which must hold `store` (a file `mbr-bench run` writes); else the option `other`."""
     workdir = _workdir(args)
-    store = workdir / MLFLOW_DB
-    if not store.is_file():
-        problem = "no such work directory" if not workdir.is_dir() else f"no {MLFLOW_DB} here: nothing was run in it"
-        raise ConfigError(f"{workdir}: {problem}; pass the --workdir that `mbr-bench run` used, or --tracking-uri")
-    return default_tracking_uri(workdir)
+    if not (workdir / store).is_file():
+        problem = "no such work directory" if not workdir.is_dir() else f"no {store} here: nothing was run in it"
+        raise ConfigError(f"{workdir}: {problem}; pass the --workdir that `mbr-bench run` used, or {other}")
+    return workdir
 
 
 # ---------------------------------------------------------------------------------------- synth
@@ -256,13 +260,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from ..tracking.serve import check_port_free, dashboard_command, format_host, supervise
 
-    storage = args.storage
-    if storage is None:
-        workdir = _workdir(args)
-        if not (workdir / OPTUNA_DB).is_file():
-            raise ConfigError(f"{workdir}: no {OPTUNA_DB} here: nothing was searched in it; pass the --workdir that "
-                              "`mbr-bench run` used, or --storage")
-        storage = default_storage_url(workdir)
+    storage = args.storage or default_storage_url(_workdir_holding(args, OPTUNA_DB, "--storage"))
     argv = dashboard_command(storage, host=args.host, port=args.port)
     check_port_free(args.host, args.port)
     print(f"optuna-dashboard on http://{format_host(args.host)}:{args.port} (storage {redact(storage)}); Ctrl-C "

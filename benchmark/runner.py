@@ -395,7 +395,7 @@ def _run_pair(
             best = study.best_trial
             outcome.best_score = float(best.value)
             outcome.best_params = dict(best.params)
-            pair.log_metrics(pair_summary(study, best, job.data))
+            pair.log_metrics(pair_summary(outcome, best, study.get_trials(deepcopy=False), job.data))
             # A repeat has no MLflow run of its own: name the trial that trained.
             pair.set_tags({TAG_BEST_TRIAL: str(trial_label(best.user_attrs.get("repeat_of", best.number)))})
             outcome.best_std = float(best.user_attrs.get("pr_auc_std", float("nan")))
@@ -403,16 +403,14 @@ def _run_pair(
     return outcome, loop.others_running
 
 
-def pair_summary(study: Any, best: Any, data: PairData) -> dict[str, float]:
+def pair_summary(outcome: PairOutcome, best: Any, trials: list[Any], data: PairData) -> dict[str, float]:
     """A pair run's own columns in the MLflow runs table: its best trial's CV, the trials, the search's cost."""
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials]
     return {
-        CV_PR_AUC_MEAN: float(best.value),
+        CV_PR_AUC_MEAN: outcome.best_score,
         CV_PR_AUC_SE: float(best.user_attrs.get("pr_auc_se", float("nan"))),
-        N_TRIALS_COMPLETE: states.count(optuna.trial.TrialState.COMPLETE),
-        N_TRIALS_PRUNED: states.count(optuna.trial.TrialState.PRUNED),
-        N_TRIALS_FAILED: states.count(optuna.trial.TrialState.FAIL),
+        N_TRIALS_COMPLETE: outcome.complete,
+        N_TRIALS_PRUNED: outcome.pruned,
+        N_TRIALS_FAILED: outcome.failed,
         COMPUTE + "search_cpu_seconds": float(sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)),
         COMPUTE + "embedding_seconds_per_frame": data.embedding_seconds_per_frame,
         COMPUTE + "n_params": float(best.user_attrs.get("n_params", float("nan"))),

@@ -105,7 +105,7 @@ def warm_start_from_parts(study: Any, storage: Any, behaviour: str, parts: list[
     bests = []
     for k, part in enumerate(parts):
         name = study_name(behaviour, part, head)
-        best = _best_complete(optuna.load_study(study_name=name, storage=storage)) if name in known else None
+        best = _best_trial(optuna.load_study(study_name=name, storage=storage)) if name in known else None
         if best is not None and all(key in space.distributions for key in best.params):
             toward = balance.high if k == 0 else balance.low  # the first part's weight over the rest's
             bests.append((best.value, part, {**best.params, FUSION_BALANCE: toward}))
@@ -118,9 +118,11 @@ def warm_start_from_parts(study: Any, storage: Any, behaviour: str, parts: list[
     return started
 
 
-def _best_complete(study: Any) -> Any | None:
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
+def _best_trial(study: Any) -> Any | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
 
 
 def earlier_result(trial: Any) -> Any | None:
@@ -355,8 +357,9 @@ def make_objective(
                         raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
                                                 f"epoch {epoch + 1}")
 
-                cv = cross_validate(lambda: HEADS.build(head_name, **{"seed": seed, **with_input_blocks(params, data.input_blocks)}), data, folds,
-                                    protocol, on_fold, on_epoch)
+                head_params = {"seed": seed, **with_input_blocks(params, data.input_blocks)}
+                cv = cross_validate(lambda: HEADS.build(head_name, **head_params), data, folds, protocol, on_fold,
+                                    on_epoch)
                 for result in cv.folds:
                     tracked.log_fold(result.fold.index, result.fold.val_id, result.metrics, result.y, result.proba,
                                      int(result.metrics["epochs"]))

@@ -419,9 +419,11 @@ def test_sigterm_to_ui_stops_the_mlflow_server_it_started(tmp_path):
 
 # ----------------------------------------------------------------------------- mbr-bench dashboard
 def test_dashboard_needs_a_searched_workdir_or_a_storage(tmp_path, capsys):
-    assert main(["dashboard", "--workdir", str(tmp_path / "nothing")]) == 2
+    assert main(["dashboard", "--workdir", str(tmp_path)]) == 2  # a folder, but no search ran in it
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no optuna.db here: nothing was searched in it" in err and "--storage" in err
+    assert err.count("\n") == 1 and "no optuna.db here: nothing was run in it" in err and "--storage" in err
+    assert main(["dashboard", "--workdir", str(tmp_path / "nothing")]) == 2
+    assert "no such work directory" in capsys.readouterr().err
 
 
 def test_dashboard_command_is_the_extra_s_script_on_loopback(monkeypatch):

@@ -35,7 +35,7 @@ import numpy as np
 import sqlalchemy
 import sqlalchemy.exc
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Experiment, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
@@ -447,15 +447,21 @@ def experiment_tags() -> dict[str, str]:
     return {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND, VIEW_TAG_PREFIX + VIEW_KEY: json.dumps(runs_view())}
 
 
+def add_missing_experiment_tags(client: MlflowClient, experiment: Experiment) -> None:
+    """Give `experiment` the `experiment_tags` it lacks or holds another value of (an experiment from
+    an older version, or edited in the UI)."""
+    for key, value in experiment_tags().items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+
+
 def behaviour_experiments(tracking_uri: str) -> list[tuple[str, str]]:
     """(name, id) of every mbr-bench experiment of a store, each given `experiment_tags` if it lacks
     them (a store written by an older version), so the UI opens it on its runs."""
     client = _open_store(tracking_uri)
     found = []
     for experiment in client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'"):
-        for key, value in experiment_tags().items():
-            if experiment.tags.get(key) != value:
-                client.set_experiment_tag(experiment.experiment_id, key, value)
+        add_missing_experiment_tags(client, experiment)
         found.append((experiment.name, experiment.experiment_id))
     return sorted(found)
 
@@ -546,9 +552,7 @@ class Tracker:
             )
         else:
             experiment_id = experiment.experiment_id
-            missing = {k: v for k, v in experiment_tags().items() if experiment.tags.get(k) != v}
-            for key, value in missing.items():  # an experiment from an older version, or edited in the UI
-                self.client.set_experiment_tag(experiment_id, key, value)
+            add_missing_experiment_tags(self.client, experiment)
         self._experiment_ids[behaviour] = experiment_id
         return experiment_id
 

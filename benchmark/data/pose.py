@@ -97,7 +97,8 @@ def read_pose(
         with path.open("rb") as fh:
             magic = fh.read(len(_HDF5_MAGIC))
     if magic == _HDF5_MAGIC:
-        pose = _read_sleap(path, individual) if _is_sleap(path) else _read_pose_h5(path, individual)
+        sleap = _sleap_kind(path)
+        pose = _read_sleap(path, individual, sleap) if sleap else _read_pose_h5(path, individual)
     else:
         check_text_file(path, "pose file", "check the pose path in dataset.yaml")
         pose = _read_pose_csv(path, individual)
@@ -222,18 +223,21 @@ def _read_pose_csv(path: Path, individual: str | None) -> Pose:
 _SLEAP_SLP_KEYS, _SLEAP_ANALYSIS_KEYS = {"metadata", "instances", "points"}, {"tracks", "node_names"}
 
 
-def _is_sleap(path: Path) -> bool:
+def _sleap_kind(path: Path) -> str | None:
+    """"analysis" or "slp" for a SLEAP HDF5 file, None for any other (a DeepLabCut .h5)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as file:
             keys = set(file.keys())
     except OSError:
-        return False  # not readable by h5py: let the DeepLabCut reader say what is wrong
-    return _SLEAP_SLP_KEYS <= keys or _SLEAP_ANALYSIS_KEYS <= keys
+        return None  # not readable by h5py: let the DeepLabCut reader say what is wrong
+    if _SLEAP_ANALYSIS_KEYS <= keys:
+        return "analysis"
+    return "slp" if _SLEAP_SLP_KEYS <= keys else None
 
 
-def _read_sleap(path: Path, individual: str | None) -> Pose:
+def _read_sleap(path: Path, individual: str | None, kind: str) -> Pose:
     """A SLEAP file's first video as a Pose: the track named `individual` (default: the first track,
     or the first untracked instance), point scores as likelihood (1.0 where SLEAP keeps none)."""
     try:
@@ -244,7 +248,7 @@ def _read_sleap(path: Path, individual: str | None) -> Pose:
     try:
         with warnings.catch_warnings():  # sleap-io warns about videos it cannot open: none is needed here
             warnings.simplefilter("ignore")
-            labels = sleap_io.load_analysis_h5(str(path)) if _is_analysis(path) else sleap_io.load_slp(
+            labels = sleap_io.load_analysis_h5(str(path)) if kind == "analysis" else sleap_io.load_slp(
                 str(path), open_videos=False)
         if not labels.videos or not labels.skeletons:
             raise ValueError("no video or no skeleton in the file")
@@ -268,13 +272,6 @@ def _read_sleap(path: Path, individual: str | None) -> Pose:
     likelihood[~np.isfinite(xy).all(axis=-1)] = 0.0
     return Pose(path=path, bodyparts=tuple(node.name for node in labels.skeletons[0].nodes), xy=xy,
                 likelihood=likelihood)
-
-
-def _is_analysis(path: Path) -> bool:
-    import h5py
-
-    with h5py.File(path, "r") as file:
-        return _SLEAP_ANALYSIS_KEYS <= set(file.keys())
 
 
 def _read_pose_h5(path: Path, individual: str | None) -> Pose:
