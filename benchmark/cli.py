@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         search_space=args.search_space,
         storage=args.storage, tracking_uri=args.tracking_uri, seed=args.seed, weights=args.weights,
         batch_size=args.batch_size, progress=not args.no_progress, heartbeat=args.heartbeat,
-        allow_empty_folds=args.allow_empty_folds, cache_dir=args.cache_dir,
+        allow_empty_folds=args.allow_empty_folds, cache_dir=args.cache_dir, yes=args.yes,
     ))
     print()
     print(format_table(
@@ -179,6 +179,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     ))
     where = f"--tracking-uri {args.tracking_uri}" if args.tracking_uri else f"--workdir {workdir}"
     print(f"\nbrowse every trial, fold, PR curve and confusion matrix: mbr-bench ui {where}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- estimate
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import describe_machine, report_lines
+    from .progress import SearchProgress
+    from .runner import RunOptions, estimate_run, plan_run
+
+    options = RunOptions(
+        study=args.study, workdir=_workdir(args), dataset=args.dataset, backbones=args.backbones, heads=args.heads,
+        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, search_space=args.search_space,
+        weights=args.weights, cache_dir=args.cache_dir, progress=not args.no_progress,
+    )
+    progress = SearchProgress(enabled=options.progress)
+    estimate = estimate_run(options, plan_run(options, progress), progress)
+    print("\n".join(report_lines(estimate)))
+    print(describe_machine(estimate))
     return 0
 
 
@@ -293,6 +311,10 @@ def cmd_backbones(args: argparse.Namespace) -> int:
             built = factory(weights="none")
             rows.append([name, "flow", f"{factory.default_input_size}px crops, in order", built.output_dim,
                          factory.preprocessing])
+        elif kind == "clip":
+            built = factory(weights="none")
+            rows.append([name, "clip", f"{factory.default_input_size}px crops, {built.clip_length}-frame clips",
+                         built.output_dim, factory.preprocessing])
         elif kind == "track":
             groups = factory().groups()
             rows.append([name, "track", "video (tracker path)", sum(groups.values()), _groups(groups)])
@@ -426,38 +448,55 @@ def _add_embed(commands: Commands) -> None:
     embed.set_defaults(func=cmd_embed)
 
 
+def _plan_options() -> argparse.ArgumentParser:
+    """What a run does: `run` runs it, `estimate` costs it."""
+    parent = _parent()
+    parent.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a behaviour of the dataset, or all")
+    parent.add_argument("--dataset", type=Path,
+                        help="dataset.yaml (default: the built-in synthetic open field, written once to WORKDIR)")
+    parent.add_argument("--backbones", nargs="+", metavar="NAME",
+                        help="default: pose mobilenet_v2 (built-in data) or resnet50v2 inception_resnet_v2")
+    parent.add_argument("--heads", nargs="+", metavar="NAME", help="default: lstm tcn frame_mlp")
+    parent.add_argument("--n-trials", type=int,
+                        help="trial budget of each study, shared by every worker that joins it; a rerun finishes "
+                             "what is missing (default: 2 built-in, 20 otherwise; grid: the whole grid)")
+    parent.add_argument("--timeout", type=float,
+                        help="time budget of each study in seconds: a trial still training at the deadline stops "
+                             "at its epoch's end and is handed back (retried by the next run)")
+    parent.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
+                        help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
+    parent.add_argument("--search-space", type=Path, metavar="FILE",
+                        help="YAML search space overriding the packaged one (keys = head parameters)")
+    parent.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
+    return parent
+
+
 def _add_run(commands: Commands) -> None:
     run = commands.add_parser(
         "run", help="search every backbone x head pair for a behaviour (Optuna + MLflow)",
-        parents=[_workdir_option(), _tracking_uri_option(), _cache_dir_option(), _seed_option("sampler and training seed"),
-                 _batch_size_option(), _no_progress_option("progress lines")])
-    run.add_argument("--study", required=True, metavar="BEHAVIOUR", help="a behaviour of the dataset, or all")
-    run.add_argument("--dataset", type=Path,
-                     help="dataset.yaml (default: the built-in synthetic open field, written once to WORKDIR)")
-    run.add_argument("--backbones", nargs="+", metavar="NAME",
-                     help="default: pose mobilenet_v2 (built-in data) or resnet50v2 inception_resnet_v2")
-    run.add_argument("--heads", nargs="+", metavar="NAME", help="default: lstm tcn frame_mlp")
-    run.add_argument("--n-trials", type=int, help="trial budget of each study, shared by every worker that joins it; "
-                     "a rerun finishes what is missing (default: 2 built-in, 20 otherwise; grid: the whole grid)")
-    run.add_argument("--timeout", type=float,
-                     help="time budget of each study in seconds: a trial still training at the deadline stops at "
-                          "its epoch's end and is handed back (retried by the next run)")
-    run.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
-                     help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
+        parents=[_plan_options(), _workdir_option(), _tracking_uri_option(), _cache_dir_option(),
+                 _seed_option("sampler and training seed"), _batch_size_option(), _no_progress_option("progress lines")])
     run.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                      help="how each fold's training length is chosen without the video it is scored on: "
                           "mean_curve (default: one epoch count for all folds, where their mean held-out PR-AUC "
                           "peaks) or inner (early stopping on another training video); see README, Protocol")
-    run.add_argument("--search-space", type=Path, metavar="FILE",
-                     help="YAML search space overriding the packaged one (keys = head parameters)")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///WORKDIR/optuna.db)")
-    run.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
     run.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, metavar="SECONDS",
                      help=f"worker heartbeat; a trial silent for 4 heartbeats is failed and retried "
                           f"(default: {HEARTBEAT_SECONDS})")
     run.add_argument("--allow-empty-folds", action="store_true",
                      help="leave out (with a warning) folds whose video lacks the behaviour, instead of stopping")
+    run.add_argument("--yes", action="store_true",
+                     help="start even when the run is estimated at more than a day on this machine (see "
+                          "`mbr-bench estimate`)")
     run.set_defaults(func=cmd_run)
+
+
+def _add_estimate(commands: Commands) -> None:
+    estimate = commands.add_parser(
+        "estimate", help="what `run` (and the leaderboard after it) will cost on this machine, before it starts",
+        parents=[_plan_options(), _workdir_option(), _cache_dir_option(), _no_progress_option("progress lines")])
+    estimate.set_defaults(func=cmd_estimate)
 
 
 def _add_leaderboard(commands: Commands) -> None:
@@ -568,8 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mbr-bench {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add_command in (_add_synth, _add_dataset, _add_embed, _add_run, _add_leaderboard, _add_predict, _add_ui,
-                        _add_dashboard, _add_serve, _add_backbones):
+    for add_command in (_add_synth, _add_dataset, _add_embed, _add_run, _add_estimate, _add_leaderboard, _add_predict,
+                        _add_ui, _add_dashboard, _add_serve, _add_backbones):
         add_command(commands)
     return parser
 

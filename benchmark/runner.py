@@ -42,6 +42,7 @@ from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
 from .data.synthetic import generate
+from .estimate import CalibrationStore, Estimate, Plan, check_budget, estimate_plan, summary_line
 from .features.cache import EmbeddingCache, default_cache_dir
 from .features.embed import require_inputs
 from .heads import HEADS
@@ -101,6 +102,7 @@ class RunOptions:
     heartbeat: int = HEARTBEAT_SECONDS  # seconds; a worker silent for 4 heartbeats has its trial retried
     allow_empty_folds: bool = False
     cache_dir: Path | None = None  # default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache; may be shared by workers
+    yes: bool = False  # start a run estimated at more than a day (benchmark/estimate.py)
 
 
 @dataclass
@@ -178,6 +180,14 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
                    tracking_uri=options.tracking_uri or default_tracking_uri(options.workdir))
 
 
+def estimate_run(options: RunOptions, plan: RunPlan, progress: SearchProgress) -> Estimate:
+    """What the plan will cost on this machine (embedding, searches, leaderboard), before any of it runs."""
+    cache = EmbeddingCache(options.cache_dir or default_cache_dir(options.workdir))
+    return estimate_plan(Plan(plan.dataset, plan.behaviours, plan.backbones, plan.heads, plan.spaces, plan.n_trials,
+                              timeout=options.timeout, weights=options.weights, sampler=options.sampler),
+                         cache, CalibrationStore(), say=progress.message)
+
+
 def _check_stores_agree(storage: Any, tracker: Tracker, plan: RunPlan) -> None:
     """The Optuna study and the MLflow records of each pair must both exist or both be absent: with one
     deleted (or another --storage / --tracking-uri) a run would report a used budget with nothing to show."""
@@ -224,6 +234,9 @@ def run(options: RunOptions) -> list[PairOutcome]:
     """Run every requested study; returns one outcome per behaviour x pair."""
     progress = SearchProgress(enabled=options.progress)
     plan = plan_run(options, progress)
+    estimate = estimate_run(options, plan, progress)
+    progress.message(summary_line(estimate))
+    check_budget(estimate, options.yes, options.timeout)
     dataset = plan.dataset
     folds = leave_one_video_out(dataset)
     storage = open_storage(plan.storage_url, options.heartbeat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # imports Keras, where they exist.
 if (SHARED / "keras_home" / "models").is_dir():
     os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
+# `mbr-bench run` measures per-frame costs for its estimate once per machine: one calibration file
+# for the whole session (shared by the commands tests spawn), not the user's.
+os.environ.setdefault("MBR_BENCH_CALIBRATION", str(Path(tempfile.mkdtemp(prefix="mbr-bench-calibration-"))
+                                                    / "calibration.json"))
 
 
 @pytest.fixture(scope="session")

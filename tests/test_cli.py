@@ -114,6 +114,21 @@ EXPECTED_ARGUMENTS = {
         ("--cache-dir", "cache_dir", None, False),
         ("--heartbeat", "heartbeat", HEARTBEAT_SECONDS, False),
         ("--allow-empty-folds", "allow_empty_folds", False, False),
+        ("--yes", "yes", False, False),
+        ("--no-progress", "no_progress", False, False),
+    },
+    "estimate": {
+        ("--study", "study", None, True),
+        ("--dataset", "dataset", None, False),
+        ("--backbones", "backbones", None, False),
+        ("--heads", "heads", None, False),
+        ("--n-trials", "n_trials", None, False),
+        ("--timeout", "timeout", None, False),
+        ("--sampler", "sampler", "tpe", False),
+        ("--search-space", "search_space", None, False),
+        ("--weights", "weights", None, False),
+        ("--workdir", "workdir", None, False),
+        ("--cache-dir", "cache_dir", None, False),
         ("--no-progress", "no_progress", False, False),
     },
     "leaderboard": {
@@ -174,7 +189,7 @@ TRACKING_URI_HELP = "MLflow tracking URI (default: sqlite:///WORKDIR/mlflow.db)"
 # Help of the options several subcommands share: each keeps its wording.
 EXPECTED_SHARED_HELP = {
     **{(command, "--workdir"): f"work directory {WORKDIR_DEFAULT}"
-       for command in ("embed", "run", "leaderboard", "ui", "serve")},
+       for command in ("embed", "run", "estimate", "leaderboard", "ui", "serve")},
     ("predict", "--workdir"): f"work directory: embedding cache, downloaded models {WORKDIR_DEFAULT}",
     **{(command, "--tracking-uri"): TRACKING_URI_HELP for command in ("run", "leaderboard", "predict", "ui")},
     ("embed", "--batch-size"): "frames per forward pass (default: 32)",
@@ -183,6 +198,7 @@ EXPECTED_SHARED_HELP = {
     ("embed", "--no-progress"): "no progress bar",
     ("predict", "--no-progress"): "no progress bar",
     ("run", "--no-progress"): "no progress lines",
+    ("estimate", "--no-progress"): "no progress lines",
     ("leaderboard", "--no-progress"): "no progress lines",
     ("synth", "--seed"): "random seed (default: 0)",
     ("run", "--seed"): "sampler and training seed (default: 0)",
@@ -190,12 +206,12 @@ EXPECTED_SHARED_HELP = {
     ("ui", "--port"): "port (default: 5000)",
     ("serve", "--port"): "port (default: 5000)",
     **{(command, "--cache-dir"): "embedding cache, may be shared by workers (default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache)"
-       for command in ("embed", "run", "leaderboard", "predict")},
+       for command in ("embed", "run", "estimate", "leaderboard", "predict")},
 }
 
 EXPECTED_HANDLERS = {
     "synth": "cmd_synth", "dataset check": "cmd_dataset_check", "dataset cut": "cmd_dataset_cut",
-    "embed": "cmd_embed", "run": "cmd_run",
+    "embed": "cmd_embed", "run": "cmd_run", "estimate": "cmd_estimate",
     "leaderboard": "cmd_leaderboard", "predict": "cmd_predict", "ui": "cmd_ui", "dashboard": "cmd_dashboard", "serve": "cmd_serve",
     "backbones": "cmd_backbones",
 }

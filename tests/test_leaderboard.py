@@ -205,6 +205,14 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
     registered = client.search_model_versions(f"name = 'mbr-bench.{BEHAVIOUR}'")
     best = min(ok, key=lambda r: -float(r["cv_pr_auc_mean"]))
     assert [v.run_id for v in registered] == [best["refit_run_id"]]
+    # As MLflow 3 shows a run's models (the runs table's Models column): a logged model whose source is
+    # the refit run, listed among the run's outputs, pointing at the bundle the version serves.
+    refit_run = client.get_run(best["refit_run_id"])
+    models = client.search_logged_models([refit_run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{best['refit_run_id']}'")
+    assert [str(m.status) for m in models] == ["READY"]
+    assert [o.model_id for o in refit_run.outputs.model_outputs] == [models[0].model_id]
+    assert models[0].tags["mbr.bundle"] == registered[0].source
     assert len(board["leaderboard_runs"]) == 1
     assert not client.search_runs([refits[0].info.experiment_id], "attributes.status = 'RUNNING'")
 

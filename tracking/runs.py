@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy
@@ -60,8 +61,8 @@ from .schema import (
     EXPERIMENT_KIND,
     EXPERIMENT_PREFIX,
     FIGURE_CONFUSION,
-    FOLD_SERIES,
     FIGURE_PR_CURVE,
+    FOLD_SERIES,
     KIND_PAIR,
     KIND_TRIAL,
     OUT_OF_FOLD_FILE,
@@ -72,6 +73,7 @@ from .schema import (
     STATE_PRUNED,
     TAG_BACKBONE,
     TAG_BEHAVIOUR,
+    TAG_BUNDLE,
     TAG_ERROR,
     TAG_EXPERIMENT_KIND,
     TAG_HEAD,
@@ -621,6 +623,21 @@ class Tracker:
         run = self.client.create_run(self.experiment_id(behaviour), run_name=run_name,
                                      tags={key: value[:TAG_VALUE_LIMIT] for key, value in run_tags.items()})
         return _Run(self.client, run)
+
+    def register_model_version(self, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> Any:
+        """A new version of registered model `name` from run `run_id`'s `artifact_path`, and an MLflow 3
+        logged model that the run lists among its outputs: what the runs table's Models column shows.
+        The logged model points at the run's bundle (its `mbr.bundle` tag) rather than holding a copy."""
+        from mlflow.entities import LoggedModelOutput
+
+        run = self.client.get_run(run_id)
+        source = f"{run.info.artifact_uri}/{artifact_path}"
+        # A logged model's name may not hold '.', which registered names do (mbr-bench.<behaviour>).
+        model = self.client.create_logged_model(run.info.experiment_id, name=re.sub(r"[/:.%\"']", "-", name),
+                                                source_run_id=run_id, tags={**tags, TAG_BUNDLE: source})
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return self.client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model.model_id)
 
     def kill_run(self, run_id: str, reason: str) -> bool:
         """Mark a RUNNING run KILLED (a trial whose worker died); False if it had already ended."""

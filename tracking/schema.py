@@ -47,6 +47,7 @@ TAG_ERROR = "mbr.error"  # why a run ended FAILED or KILLED
 TAG_BEST_TRIAL = "mbr.best_trial"  # on a pair run: the trial that trained the best score
 TAG_BEST_PAIR = "mbr.best_pair"  # on a leaderboard run
 TAG_PAIR = "mbr.pair"  # on a registered model version: the pair it came from
+TAG_BUNDLE = "mbr.bundle"  # on a logged model: where its run keeps the model bundle
 # -- tags: what a pair's inputs were (a refit rebuilds them without the command line) -----------
 TAG_DATASET = "mbr.dataset"  # absolute path of the dataset.yaml a pair was searched on
 TAG_TRAIN_HASH = "mbr.train_hash"  # hash of the train videos' files: what a search's results depend on

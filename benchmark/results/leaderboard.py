@@ -302,9 +302,7 @@ def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: Se
             versions = client.search_model_versions(f"name = '{name}'")
             latest = max(versions, key=lambda v: int(v.version)) if versions else None
             if latest is None or latest.run_id != best.refit_run_id:
-                source = f"{client.get_run(best.refit_run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-                latest = client.create_model_version(name, source, run_id=best.refit_run_id,
-                                                     tags={TAG_PAIR: best.pair})
+                latest = tracker.register_model_version(name, best.refit_run_id, MODEL_ARTIFACT, {TAG_PAIR: best.pair})
             registered[behaviour] = f"{name}/{latest.version}"
         except MlflowException as error:  # a store without a model registry: the run id still works
             progress.message(f"could not register {name}: {str(error).splitlines()[0][:160]}; "

@@ -10,7 +10,7 @@ report links (such as search_efficiency.png beside the JSON) are copied beside t
 Each benchmark's extra_info carries target, ratio, comparison (">=" or "<="), target_value and
 note (see tests/bench/conftest.py); benchmarks without a ratio are listed as not measured. A
 benchmark may add `report_section` (Markdown: a figure, a table) shown below the table, and the
-cost model (tests/bench/cost_model.py) adds its projection from the measured figures.
+cost model (tests/bench/cost_report.py) adds its projection from the measured figures.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path: find cost_model
-from cost_model import cost_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path: find cost_report
+from cost_report import cost_section  # noqa: E402
 
 
 def is_met(ratio: float | None, comparison: str, target_value: float) -> bool | None:

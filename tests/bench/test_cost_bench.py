@@ -4,7 +4,7 @@ Embedding seconds per frame per default backbone (`embed_video` on a fresh cache
 training seconds per frame-epoch (`Head.fit`, first epoch left out: it holds tracing) and inference
 seconds per frame (`Head.predict_proba`) of a few calibration architectures spanning the reference
 grid, on random embeddings of resnet50v2's width. Parameter counts of every grid architecture come from
-`cost_model`'s formulas, checked here against Keras' `count_params`. `tests/bench/cost_model.py`
+`cost_model`'s formulas, checked here against Keras' `count_params`. `benchmark/cost_model.py`
 projects the reference study from these figures alone (the report's cost-model section).
 
 Run by `make bench`; skipped in the normal run (pyproject's --benchmark-skip).
@@ -29,7 +29,17 @@ from mbr_bench.benchmark.features.sequences import sample_weights
 from mbr_bench.benchmark.heads import HEADS
 from mbr_bench.search_spaces.loader import load_search_space
 
-from .cost_model import Epochs, StudyShape, describe, fit_power, head_params, inputs_from_info, project, residuals
+from mbr_bench.benchmark.cost_model import (
+    ARCHITECTURE_KEYS,
+    Epochs,
+    StudyShape,
+    describe,
+    fit_power,
+    head_params,
+    inputs_from_info,
+    project,
+    residuals,
+)
 
 EMBED_FRAMES = 96  # 3 batches of 32: the backbones' steady state on 2 cores, ~20 s for both
 EMBED_BATCH = 32
@@ -60,12 +70,13 @@ INFER_REPEATS = 3  # best of: LSTM predictions take ~0.2 s and vary with the mac
 # cost per time step, so its cost per frame falls with the batch. The TCN's batch factor is not
 # measured (compute-bound; 32 windows of the middle TCN would take a minute per epoch).
 BATCH_CHECK = ("lstm", {"n_layers": 2, "units": 128}, ((16, 16), (32, 32)), 4)  # (batch, windows) pairs
-ARCH_KEYS = {"lstm": ("n_layers", "units"), "tcn": ("n_layers", "nb_filters", "kernel_size", "norm")}
 # Formula against Keras beyond the calibration models: the other width and the other normalisations.
 PARAM_CHECKS = [("lstm", 1536, {"n_layers": 3, "units": 64}),
                 ("tcn", 1536, {"n_layers": 1, "nb_filters": 256, "kernel_size": 3, "norm": "weight"}),
                 ("tcn", 1536, {"n_layers": 2, "nb_filters": 256, "kernel_size": 5, "norm": "layer"}),
-                ("tcn", 1536, {"n_layers": 1, "nb_filters": 512, "kernel_size": 3, "norm": "none"})]
+                ("tcn", 1536, {"n_layers": 1, "nb_filters": 512, "kernel_size": 3, "norm": "none"}),
+                ("tcn", 97, {"n_layers": 1, "nb_filters": 16, "kernel_size": 3, "norm": "layer", "dilations": [1, 2, 4]}),
+                ("frame_mlp", 2048, {"n_layers": 2, "units": 256})]
 
 
 def _loadavg() -> str:
@@ -126,7 +137,7 @@ def _grid_architectures(head_name: str) -> dict:
     grid = load_search_space(head_name).grid()
     keys = list(grid)
     counts = Counter(
-        tuple((key, values[keys.index(key)]) for key in ARCH_KEYS[head_name] if key in keys)
+        tuple((key, values[keys.index(key)]) for key in ARCHITECTURE_KEYS[head_name] if key in keys)
         for values in itertools.product(*grid.values())
     )
     architectures = [

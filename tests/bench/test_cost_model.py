@@ -1,4 +1,5 @@
-"""The cost model's arithmetic and section, from hand-made inputs (an ordinary test, run by `make test`)."""
+"""The cost model's arithmetic (benchmark/cost_model.py) and the report's section (cost_report.py), from
+hand-made inputs (an ordinary test, run by `make test`)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from mbr_bench.benchmark import cost_model as cm
+
 HERE = Path(__file__).parent
 
 
-def _cost_model():
-    spec = importlib.util.spec_from_file_location("bench_cost_model", HERE / "cost_model.py")
+def _cost_report():
+    """The report's section, loaded by path as report.py loads it (tests/bench is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_cost_report", HERE / "cost_report.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-cm = _cost_model()
+cost_section = _cost_report().cost_section
 SHAPE = cm.StudyShape()
 
 
@@ -75,7 +79,7 @@ def test_power_exponent_and_fit_sensitivity():
     assert cm.power_exponent([1e6, 2e6, 4e6], [1e-5, 4e-5, 16e-5]) == pytest.approx(2.0)
     # Costs proportional to params: the power law (k = 1) and both straight lines fit them exactly.
     proportional = _info(train=((0.0, 2e-12), (0.0, 1e-10)), infer=((0.0, 1e-12), (0.0, 1e-11)))
-    text = cm.cost_section(_data(proportional))
+    text = cost_section(_data(proportional))
     line = next(line for line in text.splitlines() if line.startswith("- Fit sensitivity"))
     assert line.count("(1.00x)") == 4
     power = cm.fit_power([1e6, 1e7, 1e8], [2e-5 * (n / 1e6) ** 1.3 for n in (1e6, 1e7, 1e8)])
@@ -83,7 +87,7 @@ def test_power_exponent_and_fit_sensitivity():
     info = _info()
     points = info["calibration"]["tcn"]  # a third, off-line point: the fits now differ
     points.append({**points[-1], "n_params": 3e8, "train_seconds_per_frame_epoch": 0.2})
-    line = next(line for line in cm.cost_section(_data(info)).splitlines() if line.startswith("- Fit sensitivity"))
+    line = next(line for line in cost_section(_data(info)).splitlines() if line.startswith("- Fit sensitivity"))
     assert "(1.00x)" not in line
 
 
@@ -96,8 +100,11 @@ def test_parameter_formulas_match_keras_counts():
     assert cm.tcn_params(1536, 2, 512, 5, "layer") == 34903041
     assert cm.tcn_params(1536, 3, 1024, 5, "none") == 192976897
     assert cm.head_params("tcn", 1536, {"n_layers": 2, "nb_filters": 256, "kernel_size": 3}) == 6126081
+    assert cm.head_params("frame_mlp", 2048, {"n_layers": 2, "units": 64}) == 135361
+    assert cm.head_params("tcn", 97, {"n_layers": 1, "nb_filters": 16, "kernel_size": 3, "norm": "layer",
+                                      "dilations": [1, 2, 4, 8]}) == 12001  # 4 residual blocks, not 6
     with pytest.raises(ValueError):
-        cm.head_params("frame_mlp", 2048, {})
+        cm.head_params("gru", 2048, {})
 
 
 def test_trial_arithmetic_by_hand():
@@ -144,7 +151,7 @@ def test_batch_size_factor_scales_training_only():
         assert scaled["training"][search]["resnet50v2+lstm"] == pytest.approx(
             base["training"][search]["resnet50v2+lstm"] * 0.6)
         assert scaled["training"][search]["resnet50v2+tcn"] == pytest.approx(base["training"][search]["resnet50v2+tcn"])
-    assert "grid mean 0.60x" in cm.cost_section(_data(info))
+    assert "grid mean 0.60x" in cost_section(_data(info))
 
 
 def test_typical_epochs_and_tpe_fraction_from_target_5():
@@ -193,18 +200,18 @@ def test_cache_saving_is_six_embeddings_for_three_behaviours_and_two_heads():
 
 def test_section_names_the_dominant_part():
     embedding_heavy = _info(embed=(500.0, 900.0), train=((1e-9, 0.0), (1e-9, 0.0)), infer=((0.0, 0.0), (0.0, 0.0)))
-    text = cm.cost_section(_data(embedding_heavy))
+    text = cost_section(_data(embedding_heavy))
     assert "**embedding dominates**" in text and "**training dominates**" not in text
     assert cm.dominant(_project(embedding_heavy), "tpe")[0] == "embedding"
     training_heavy = _info(embed=(1e-4, 1e-4))
-    text = cm.cost_section(_data(training_heavy))
+    text = cost_section(_data(training_heavy))
     assert "**training dominates**" in text and "**embedding dominates**" not in text
     name, share = cm.dominant(_project(training_heavy), "grid")
     assert name == "training" and 0.5 < share <= 1.0
 
 
 def test_section_contents_and_fallback_without_target_5():
-    text = cm.cost_section(_data(_info()))
+    text = cost_section(_data(_info()))
     assert text.startswith("## Cost model: the reference study on this machine")
     assert "hours on this machine (2 cores)" in text and "core-hours are 2x" in text
     assert "Target 5 (search efficiency) is absent" in text and "no pruning" in text
@@ -213,7 +220,7 @@ def test_section_contents_and_fallback_without_target_5():
     for needle in ("resnet50v2+lstm", "inception_resnet_v2+tcn", "N = 1", "N = 4", "N = 16", "TPE 20",
                    "leaderboard refit + test", "the cache saves", "Fit residual"):
         assert needle in text, needle
-    with_search = cm.cost_section(_data(_info(), {"search_mean_epochs_fraction": 0.3,
+    with_search = cost_section(_data(_info(), {"search_mean_epochs_fraction": 0.3,
                                                   "search_tpe_trial_cost_fraction": 0.6}))
     assert "Target 5 (search efficiency) is absent" not in with_search
     assert "typical, 15.0 epochs" in with_search and "0.60 of a full grid trial" in with_search
@@ -222,12 +229,12 @@ def test_section_contents_and_fallback_without_target_5():
 
 
 def test_no_section_without_target_6():
-    assert cm.cost_section(_data()) == ""
-    assert cm.cost_section({}) == ""
+    assert cost_section(_data()) == ""
+    assert cost_section({}) == ""
     assert math.isfinite(_project(_info())["total"]["tpe"])
 
 
 def test_importable_as_report_does_without_tensorflow():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from cost_model import cost_section; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from cost_report import cost_section; "
             "assert cost_section({}) == ''; assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(HERE)], check=True, timeout=60)

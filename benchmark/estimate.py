@@ -1,0 +1,498 @@
+"""What a run will cost on this machine, before anything is embedded or trained (`mbr-bench estimate`,
+and the first lines of `mbr-bench run`).
+
+The plan fixes the work: which videos each backbone embeds (those not in the cache yet), how many
+trials each study runs, each trial's fold fits (epochs x training frames, a validation pass per
+epoch), and the leaderboard's refits and test passes. What a frame costs is measured here, briefly,
+and kept per machine in a calibration file (`CalibrationStore`; a changed CPU, core count or
+version measures again):
+
+* a backbone embeds a few batches of blank crops, and the dataset's first video decodes a few frames
+  (pose features: one whole pose file, which takes well under a second);
+* a head fits its search space's smallest and largest architecture (the largest at most
+  PROBE_PARAM_CAP parameters) for a few epochs on random windows of the pair's width; `cost_model`
+  fits seconds per frame against the parameter count and costs every architecture of the space from
+  its parameter formula, so a grid of hundreds of architectures is costed without building one.
+
+The figure is an upper bound of what the plan can take: every fold trains `max_epochs` (the
+``mean_curve`` protocol does; ``inner`` may stop sooner), no trial is pruned, each study's search
+stops at `--timeout` when one is given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from .. import __version__
+from ..core.errors import ConfigError
+from ..core.files import write_atomic
+from ..search_spaces.loader import SearchSpace
+from .backbones import BACKBONES, CROP_KINDS, build_backbone, part_names
+from .cost_model import PowerLaw, fit_power, fmt_hours, fold_fit_seconds, head_params
+from .data.crops import iter_crops
+from .data.manifest import Dataset, VideoEntry
+from .data.video import probe_video
+from .features.cache import EmbeddingCache
+from .features.embed import cache_key, video_fps
+from .features.sequences import sample_weights
+from .heads import HEADS
+
+CALIBRATION_ENV = "MBR_BENCH_CALIBRATION"  # where the calibration file lives (default: the user's cache)
+EMBED_PROBE_BATCH, EMBED_PROBE_BATCHES = 32, 2  # timed after one warm-up batch (it builds and traces)
+DECODE_PROBE_FRAMES = 64
+HEAD_PROBE_EPOCHS = 3  # the first epoch holds tracing: the others give the steady cost
+# Batches per probe epoch: a small model's step has a fixed cost that a one-batch epoch would count
+# as a cost per frame; a large model's steps are all arithmetic, and one batch measures it.
+HEAD_PROBE_BATCHES, LARGE_MODEL_PARAMS = 4, 1_000_000
+PROBE_PARAM_CAP = 25_000_000  # larger architectures are extrapolated along the fitted power law
+PROBE_MIN_RATIO = 2.0  # two probes at least this far apart in parameters, else one (proportional cost)
+EXPONENT_RANGE = (0.0, 2.0)  # cost per frame against parameters: flat (small models) to quadratic
+# Per fold fit, what a trial does besides training: MLflow params and metrics, PR curve and confusion
+# matrix figures, the pruner. Measured on the demo (2 cores): ~0.5 s per fold.
+TRACKING_SECONDS_PER_FOLD = 0.5
+ONE_DAY = 86_400.0
+MAX_CONFIGS = 5_000  # configurations costed one by one; a wider space is sampled
+
+
+# -- the calibration file ---------------------------------------------------------------------------
+
+
+def default_calibration_path() -> Path:
+    if os.environ.get(CALIBRATION_ENV):
+        return Path(os.environ[CALIBRATION_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mbr-bench" / "calibration.json"
+
+
+def machine() -> dict[str, Any]:
+    """What the measurements depend on: a calibration taken under another of these is measured again."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tensorflow = version("tensorflow")
+    except PackageNotFoundError:
+        tensorflow = None
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "mbr_bench": __version__, "tensorflow": tensorflow}
+
+
+class CalibrationStore:
+    """Per-frame costs measured on this machine, by key; written back atomically after new measurements."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_calibration_path()
+        self.machine = machine()
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.measured: list[str] = []  # keys measured by this process (the rest came from the file)
+        if self.path.is_file():
+            try:
+                stored = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                stored = {}  # unreadable: measured again and rewritten
+            if isinstance(stored, dict) and stored.get("machine") == self.machine:
+                self.entries = dict(stored.get("entries") or {})
+
+    def get(self, key: str, measure: Any, what: str = "", say: Any = None) -> dict[str, Any]:
+        """The stored measurement, or a new one (saved at once: an interrupted estimate keeps what it measured)."""
+        if key not in self.entries:
+            if say:
+                say(f"measuring {what} on this machine (once; kept in {self.path})")
+            self.entries[key] = measure()
+            self.measured.append(key)
+            self.save()
+        return self.entries[key]
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps({"machine": self.machine, "entries": self.entries}, indent=1))
+        except OSError as error:
+            raise ConfigError(f"{self.path}: cannot write the cost calibration ({error.strerror}); set "
+                              f"{CALIBRATION_ENV} to a writable file") from None
+
+
+# -- measurements -----------------------------------------------------------------------------------
+
+
+def _decode_seconds_per_frame(dataset: Dataset, entry: VideoEntry, mode: str, size: int) -> float:
+    """Decoding and cropping: a few frames of the video, as a crop pass reads them."""
+    if entry.video is None:
+        return 0.0
+    settings = replace(dataset.crop, mode=mode)
+    crops = iter_crops(entry.video, settings, size)
+    started = time.perf_counter()
+    frames = sum(1 for _ in itertools.islice(crops, DECODE_PROBE_FRAMES))
+    seconds = time.perf_counter() - started
+    crops.close()
+    return seconds / max(frames, 1)
+
+
+def measure_pose(part: str, dataset: Dataset, entry: VideoEntry) -> dict[str, Any]:
+    """Seconds per frame and width of pose features: one whole pose file (well under a second)."""
+    backbone = build_backbone(part, dataset)
+    pose = dataset.read_pose(entry)
+    started = time.perf_counter()
+    features = backbone.embed_pose(pose, video_fps(entry), entry.geometry)
+    return {"seconds_per_frame": (time.perf_counter() - started) / max(len(features), 1), "dim": int(features.shape[1])}
+
+
+def measure_model(part: str, dataset: Dataset) -> dict[str, Any]:
+    """An image or flow backbone's forward pass per frame, on blank crops (the video's decoding apart)."""
+    backbone = build_backbone(part, dataset, weights="none")  # the same arithmetic, without a download
+    size = backbone.input_size
+    images = np.zeros((EMBED_PROBE_BATCH, size, size, 3), np.uint8)
+    backbone.start_video(None)
+    backbone.embed_images(images)  # builds and traces
+    started = time.perf_counter()
+    for _ in range(EMBED_PROBE_BATCHES):
+        backbone.embed_images(images)
+    return {"seconds_per_frame": (time.perf_counter() - started) / (EMBED_PROBE_BATCHES * EMBED_PROBE_BATCH),
+            "dim": int(backbone.output_dim), "input_size": int(size)}
+
+
+class _EmbeddingCosts:
+    """Seconds per frame and width per backbone part on one dataset: models from the store, the dataset's
+    decoding measured afresh (it depends on the videos, and a few frames take a fraction of a second)."""
+
+    def __init__(self, dataset: Dataset, entry: VideoEntry, store: CalibrationStore, say: Any = None) -> None:
+        self.dataset, self.entry, self.store, self.say = dataset, entry, store, say
+        self._decode: dict[tuple[str, int], float] = {}
+
+    def decode(self, mode: str, size: int) -> float:
+        if (mode, size) not in self._decode:
+            self._decode[mode, size] = _decode_seconds_per_frame(self.dataset, self.entry, mode, size)
+        return self._decode[mode, size]
+
+    def __call__(self, part: str) -> dict[str, Any]:
+        kind = BACKBONES.kind_of(part)
+        if kind == "pose":
+            return self.store.get(_probe_key("pose", part, str(self.dataset.path)),
+                                  lambda: measure_pose(part, self.dataset, self.entry), f"{part} features", self.say)
+        if kind == "track":  # the tracker's decode pass; the features from its path cost next to nothing
+            return {"seconds_per_frame": self.decode("tracker", 64),
+                    "dim": int(build_backbone(part, self.dataset).output_dim)}
+        model = self.store.get(_probe_key("model", part), lambda: measure_model(part, self.dataset), part, self.say)
+        mode = "tracker" if self.dataset.crop.mode == "tracker" else "full"  # pose-centred crops cost what full ones do
+        return {"seconds_per_frame": model["seconds_per_frame"] + self.decode(mode, int(model["input_size"])),
+                "dim": model["dim"]}
+
+
+def measure_head(head_name: str, params: Mapping[str, Any], dim: int, fold_frames: tuple[int, int] = (0, 0)
+                 ) -> dict[str, Any]:
+    """One short fit of an architecture on random windows of width `dim`, as a fold fit runs it: as many
+    training and validation frames as a fold has, within HEAD_PROBE_BATCHES batches (a step's fixed cost
+    would otherwise count as a cost per frame)."""
+    probe = HEADS.build(head_name, **{**params, "max_epochs": HEAD_PROBE_EPOCHS, "seed": 0})
+    rng = np.random.default_rng(0)
+    seq = probe.sequence_length
+    batches = 1 if formula_params(head_name, dim, params) >= LARGE_MODEL_PARAMS else HEAD_PROBE_BATCHES
+    windows = min(max(fold_frames[0] // seq, probe.batch_size), batches * probe.batch_size)
+    train_frames, val_frames = windows * seq, min(max(fold_frames[1], seq), batches * seq)
+    X = [rng.normal(size=(train_frames, dim)).astype(np.float32)]
+    y = [(rng.random(train_frames) < 0.2).astype(np.int8)]
+    val = (rng.normal(size=(val_frames, dim)).astype(np.float32), (rng.random(val_frames) < 0.2).astype(np.int8))
+    started = time.perf_counter()
+    probe.fit(X, y, sample_weights(y), val=val, stop_early=False)
+    total = time.perf_counter() - started
+    began = time.perf_counter()
+    probe.predict_proba(val[0])
+    infer = (time.perf_counter() - began) / val_frames
+    epochs = [float(epoch["seconds"]) for epoch in probe.history_]
+    steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]
+    return {"n_params": int(probe.n_params_),
+            "train_seconds_per_frame_epoch": max(steady - infer * val_frames, 0.1 * steady) / train_frames,
+            "infer_seconds_per_frame": infer,
+            "fit_overhead_seconds": max(total - steady * len(epochs), 0.0)}
+
+
+# -- the plan's shape -------------------------------------------------------------------------------
+
+
+def video_frames(dataset: Dataset) -> dict[str, int]:
+    """Frames per video, from the video header (or the pose file of a pose-only entry)."""
+    frames = {}
+    for entry in dataset.videos:
+        if entry.video is not None and entry.video.exists():
+            frames[entry.id] = probe_video(entry.video).n_frames
+        else:
+            frames[entry.id] = dataset.read_pose(entry).n_frames
+    return frames
+
+
+def space_configs(space: SearchSpace, grid: bool = True) -> list[dict[str, Any]]:
+    """The configurations a search runs (fixed values merged): the space's grid for a grid search; for
+    TPE, every choice and both ends of every integer range, a float range at its middle (learning rate
+    and dropout cost the same wherever they are)."""
+    if grid:
+        values = space.grid()
+    else:
+        values = {}
+        for name, dist in space.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                values[name] = list(dist.choices)
+            elif isinstance(dist, IntDistribution):
+                values[name] = sorted({dist.low, dist.high})
+            else:
+                values[name] = [math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2]
+    combos = itertools.product(*values.values())
+    if math.prod(len(v) for v in values.values()) > MAX_CONFIGS:  # a wide space: a seeded sample of it
+        rng = np.random.default_rng(0)
+        combos = (tuple(v[rng.integers(len(v))] for v in values.values()) for _ in range(MAX_CONFIGS))
+    return [space.with_fixed(dict(zip(values, combo))) for combo in combos]
+
+
+def formula_params(head_name: str, dim: int, config: Mapping[str, Any]) -> float:
+    """The formula's count, or 0 for a head without one."""
+    try:
+        return head_params(head_name, dim, config)
+    except ValueError:
+        return 0
+
+
+def _param_count(head_name: str, dim: int, config: Mapping[str, Any], memo: dict) -> int:
+    """The cost model's formula where it has one; else the Keras model's own count (built once)."""
+    try:
+        return head_params(head_name, dim, config)
+    except ValueError:
+        key = (head_name, dim, json.dumps(dict(config), sort_keys=True, default=str))
+        if key not in memo:
+            memo[key] = int(HEADS.build(head_name, **config).build_model(dim).count_params())
+        return memo[key]
+
+
+@dataclass
+class HeadCost:
+    """A head's measured costs against its parameter count, at one input width."""
+
+    train: Any  # n_params -> seconds per frame-epoch
+    infer: Any  # n_params -> seconds per predicted frame
+    overhead: float  # seconds per fit: building, compiling, tracing
+
+
+def head_cost(points: Sequence[Mapping[str, Any]]) -> HeadCost:
+    """Power laws through the measured points; with one point, cost proportional to the parameter count.
+    The exponent stays within EXPONENT_RANGE: two noisy points must not extrapolate to absurd figures."""
+    xs = [float(p["n_params"]) for p in points]
+
+    def law(key: str) -> PowerLaw:
+        ys = [float(p[key]) for p in points]
+        k = min(max(fit_power(xs, ys).k, EXPONENT_RANGE[0]), EXPONENT_RANGE[1]) if len(set(xs)) > 1 else 1.0
+        return PowerLaw(float(np.exp(np.mean(np.log(ys)) - k * np.mean(np.log(xs)))), k)
+
+    return HeadCost(law("train_seconds_per_frame_epoch"), law("infer_seconds_per_frame"),
+                    max(float(p["fit_overhead_seconds"]) for p in points))
+
+
+@dataclass
+class PairCost:
+    backbone: str
+    head: str
+    trials: int  # per behaviour
+    n_params: float  # mean over the space's configurations
+    search: float  # seconds, every behaviour
+    leaderboard: float
+    capped: bool = False  # the search stops at --timeout
+
+
+@dataclass
+class Estimate:
+    dataset: Dataset
+    behaviours: list[str]
+    frames: dict[str, int]
+    n_folds: int
+    embedding: dict[str, float]  # seconds per backbone part, videos not cached yet
+    cached: dict[str, int]  # backbone part -> videos already in the cache
+    pairs: list[PairCost]
+    machine: dict[str, Any]
+    calibration: Path
+    measured_seconds: float = 0.0  # spent calibrating now (0: all from the file)
+    refit_seeds: int = 3
+
+    @property
+    def search(self) -> float:
+        return sum(p.search for p in self.pairs)
+
+    @property
+    def leaderboard(self) -> float:
+        return sum(p.leaderboard for p in self.pairs)
+
+    @property
+    def total(self) -> float:
+        return sum(self.embedding.values()) + self.search + self.leaderboard
+
+
+@dataclass
+class Plan:
+    """What `estimate_plan` needs of a run (the runner's RunPlan holds it)."""
+
+    dataset: Dataset
+    behaviours: list[str]
+    backbones: list[str]
+    heads: list[str]
+    spaces: dict[str, SearchSpace]
+    n_trials: int | None  # None: the whole grid
+    timeout: float | None = None
+    refit_seeds: int = 3
+    weights: str | None = None
+    sampler: str = "tpe"
+
+
+def _probe_configs(head_name: str, configs: list[dict[str, Any]], dim: int, memo: dict) -> list[dict[str, Any]]:
+    """The smallest and the largest architecture under the cap (one when they are close in size)."""
+    ranked = sorted(configs, key=lambda c: _param_count(head_name, dim, c, memo))
+    small = ranked[0]
+    under = [c for c in ranked if _param_count(head_name, dim, c, memo) <= PROBE_PARAM_CAP] or [small]
+    large = under[-1]
+    ratio = _param_count(head_name, dim, large, memo) / max(_param_count(head_name, dim, small, memo), 1)
+    return [small, large] if ratio >= PROBE_MIN_RATIO else [small]
+
+
+def _probe_key(kind: str, *parts: Any) -> str:
+    return kind + "|" + json.dumps(parts, sort_keys=True, default=str)
+
+
+def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationStore,
+                  frames: Mapping[str, int] | None = None, say: Any = None) -> Estimate:
+    """Seconds on this machine for each part of the plan; measures what the store lacks (and saves it)."""
+    dataset = plan.dataset
+    frames = dict(frames) if frames is not None else video_frames(dataset)
+    train = [e for e in dataset.split("train") if e.labels is not None]
+    test = [e for e in dataset.split("test") if e.labels is not None]
+    probe_entry = (train or list(dataset.videos))[0]
+    started = time.perf_counter()
+    parts = list(dict.fromkeys(part for name in plan.backbones for part in part_names(name)))
+    costs = _EmbeddingCosts(dataset, probe_entry, store, say)
+    embed_cost = {part: costs(part) for part in parts}
+    embedding, cached = {}, {}
+    for part in parts:
+        todo = list(dataset.videos)
+        if cache is not None:
+            backbone = build_backbone(part, dataset, weights=plan.weights if BACKBONES.kind_of(part) in CROP_KINDS
+                                      else None)
+            done = [e for e in todo if cache.record(cache_key(dataset, e, backbone, dataset.crop)) is not None]
+            cached[part] = len(done)
+            todo = [e for e in todo if e not in done]
+        embedding[part] = sum(frames[e.id] for e in todo) * float(embed_cost[part]["seconds_per_frame"])
+
+    n_folds = len(train)
+    fold_frames = [(sum(frames[e.id] for e in train) - frames[v.id], frames[v.id]) for v in train]
+    refit_frames, test_frames = sum(frames[e.id] for e in train), sum(frames[e.id] for e in test)
+    typical_fold = (int(np.mean([f for f, _ in fold_frames])), int(np.mean([v for _, v in fold_frames]))) \
+        if fold_frames else (0, 0)
+    memo: dict = {}
+    pairs = []
+    for backbone in plan.backbones:
+        dim = sum(int(embed_cost[part]["dim"]) for part in part_names(backbone))
+        for head_name in plan.heads:
+            space = plan.spaces[head_name]
+            configs = space_configs(space, grid=plan.sampler == "grid")
+            points = [store.get(_probe_key("head", head_name, dim, config),
+                                lambda config=config: measure_head(head_name, config, dim, typical_fold),
+                                f"{head_name} at {_count(_param_count(head_name, dim, config, memo))} parameters "
+                                f"on {dim} inputs", say)
+                      for config in _probe_configs(head_name, configs, dim, memo)]
+            cost = head_cost(points)
+            trial_seconds, leaderboard_seconds, params = [], [], []
+            for config in configs:
+                head = HEADS.build(head_name, **config)
+                n = _param_count(head_name, dim, config, memo)
+                t, v = cost.train(n), cost.infer(n)
+                folds = sum(fold_fit_seconds(tf, vf, t, v, head.max_epochs) for tf, vf in fold_frames)
+                trial_seconds.append(folds + n_folds * (cost.overhead + TRACKING_SECONDS_PER_FOLD))
+                refit = head.max_epochs * refit_frames * t + cost.overhead + test_frames * v
+                leaderboard_seconds.append(plan.refit_seeds * refit)
+                params.append(n)
+            trials = len(configs) if plan.n_trials is None else plan.n_trials
+            search = sum(trial_seconds) if plan.n_trials is None else trials * float(np.mean(trial_seconds))
+            capped = plan.timeout is not None and search > plan.timeout
+            search = min(search, plan.timeout) if plan.timeout is not None else search
+            n_behaviours = len(plan.behaviours)
+            pairs.append(PairCost(backbone, head_name, trials, float(np.mean(params)), n_behaviours * search,
+                                  n_behaviours * float(np.mean(leaderboard_seconds)), capped))
+    measured = time.perf_counter() - started if store.measured else 0.0
+    return Estimate(dataset, list(plan.behaviours), frames, n_folds, embedding, cached, pairs, store.machine,
+                    store.path, measured, plan.refit_seeds)
+
+
+# -- what the user reads ----------------------------------------------------------------------------
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return fmt_hours(seconds / 3600.0)
+
+
+def summary_line(estimate: Estimate) -> str:
+    """One line for `run`: the total and its parts."""
+    return (f"estimated {fmt_duration(estimate.total)} on this machine: embedding "
+            f"{fmt_duration(sum(estimate.embedding.values()))}, search {fmt_duration(estimate.search)}, "
+            f"leaderboard {fmt_duration(estimate.leaderboard)} (an upper bound; `mbr-bench estimate` for the details)")
+
+
+def check_budget(estimate: Estimate, yes: bool, timeout: float | None) -> None:
+    """A run beyond a day starts only when asked for: --yes, or a --timeout that bounds each study."""
+    if estimate.total > ONE_DAY and not yes and timeout is None:
+        raise ConfigError(
+            f"{estimate.dataset.path}: this run is estimated at {fmt_duration(estimate.total)} on this machine "
+            f"(more than a day); pass --yes to start it, --timeout SECONDS to bound each study, or a smaller "
+            "--n-trials / fewer --backbones and --heads (see `mbr-bench estimate`)")
+
+
+def report_lines(estimate: Estimate) -> list[str]:
+    """The estimate as `mbr-bench estimate` prints it: per backbone, per pair, the total."""
+    from .table import format_table
+
+    frames = estimate.frames
+    test = [e for e in estimate.dataset.split("test") if e.labels is not None]
+    lines = [f"{estimate.dataset.name}: {len(frames)} videos, {sum(frames.values()):,} frames; {estimate.n_folds} "
+             f"train videos ({estimate.n_folds} folds), {len(test)} test; behaviours {', '.join(estimate.behaviours)}",
+             ""]
+    n_videos = len(estimate.dataset.videos)
+    lines += format_table(["backbone", "videos cached", "embedding"], [
+        [part, f"{estimate.cached.get(part, 0)}/{n_videos}", fmt_duration(seconds)]
+        for part, seconds in estimate.embedding.items()]).splitlines()
+    lines.append("")
+    lines += format_table(["pair", "trials", "mean params", "search", "leaderboard (refit + test)"], [
+        [f"{p.backbone}+{p.head}", p.trials, _count(p.n_params),
+         fmt_duration(p.search) + (" (--timeout)" if p.capped else ""), fmt_duration(p.leaderboard)]
+        for p in estimate.pairs]).splitlines()
+    cores = estimate.machine.get("cores") or 1
+    core_hours = f" ({cores} cores: {cores * estimate.total / 3600:,.0f} core-hours)" if estimate.total >= 3600 else ""
+    lines += ["", f"total {fmt_duration(estimate.total)} on this machine{core_hours}: embedding "
+              f"{fmt_duration(sum(estimate.embedding.values()))}, search {fmt_duration(estimate.search)}, leaderboard "
+              f"{fmt_duration(estimate.leaderboard)}; the most the plan asks: every fold trains max_epochs, no "
+              "trial is pruned",
+              f"({len(estimate.behaviours)} behaviour(s); trials and search time per pair cover them all; the "
+              f"leaderboard refits each pair's best trial with {estimate.refit_seeds} seed(s) and tests it)"]
+    return lines
+
+
+def describe_machine(estimate: Estimate) -> str:
+    how = (f"measured now in {estimate.measured_seconds:.0f} s" if estimate.measured_seconds
+           else "measured earlier")
+    return (f"this machine: {estimate.machine['cpu']}, {estimate.machine['cores']} cores; per-frame costs "
+            f"{how}, kept in {estimate.calibration}")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else f"{n:.0f}"
