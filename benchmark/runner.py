@@ -234,14 +234,16 @@ def run(options: RunOptions) -> list[PairOutcome]:
     """Run every requested study; returns one outcome per behaviour x pair."""
     progress = SearchProgress(enabled=options.progress)
     plan = plan_run(options, progress)
-    estimate = estimate_run(options, plan, progress)
-    progress.message(summary_line(estimate))
-    check_budget(estimate, options.yes, options.timeout)
     dataset = plan.dataset
     folds = leave_one_video_out(dataset)
     storage = open_storage(plan.storage_url, options.heartbeat)
     tracker = Tracker(plan.tracking_uri)
     _check_stores_agree(storage, tracker, plan)
+    # Once every option is known to work (a mistyped --storage fails before this), and before any study
+    # or run is created: what the plan will cost here, and a stop beyond a day unless asked for.
+    estimate = estimate_run(options, plan, progress)
+    progress.message(summary_line(estimate))
+    check_budget(estimate, options.yes, options.timeout)
     for behaviour in plan.behaviours:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")

@@ -42,6 +42,7 @@ def _linear_costs(monkeypatch):
     monkeypatch.setattr(est, "measure_head", head)
     monkeypatch.setattr(est, "_decode_seconds_per_frame", lambda *args: 0.0)
     monkeypatch.setattr(est, "TRACKING_SECONDS_PER_FOLD", 0.0)
+    monkeypatch.setattr(est, "SINGLE_POINT_EXPONENT", {})  # one probe extrapolates proportionally, as the law
 
 
 def _thesis_plan(n_trials: int | None) -> est.Plan:
@@ -77,6 +78,20 @@ def test_the_reference_grid_costs_what_the_cost_model_projects(monkeypatch, tmp_
     text = "\n".join(est.report_lines(grid))
     assert "17 videos, 112,200 frames; 12 train videos (12 folds), 5 test" in text
     assert f"total {est.fmt_duration(grid.total)}" in text
+
+
+def test_probes_differ_in_parameters_only_and_one_probe_extrapolates_with_the_measured_exponent():
+    space = load_search_space("lstm")  # batch 8/16/32, sequence 300/600/1650
+    probes = est._probe_configs("lstm", est.space_configs(space), 2048, {})
+    assert [(p["n_layers"], p["units"], p["batch_size"], p["sequence_length"]) for p in probes] == [
+        (1, 64, 8, 300), (3, 256, 8, 300)]
+    point = {"n_params": 4e6, "train_seconds_per_frame_epoch": 1e-4, "infer_seconds_per_frame": 1e-5,
+             "fit_overhead_seconds": 2.0}
+    cost = est.head_cost([point], "tcn")
+    assert cost.train(4e6) == pytest.approx(1e-4) and cost.train(8e6) == pytest.approx(1e-4 * 2 ** 1.21)
+    assert est.head_cost([point], "frame_mlp").train(8e6) == pytest.approx(2e-4)
+    wild = est.head_cost([point, {**point, "n_params": 4.4e6, "train_seconds_per_frame_epoch": 1e-2}], "tcn")
+    assert wild.train.k == est.EXPONENT_RANGE[1]  # two noisy close points do not extrapolate wildly
 
 
 def test_a_timeout_caps_each_study_and_a_day_needs_yes(monkeypatch, tmp_path):
@@ -165,7 +180,14 @@ def test_run_beyond_a_day_stops_before_any_work_unless_yes(tiny_dataset, tmp_pat
     assert main(["run", *args, "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "more than a day" in err[0] and "--yes" in err[0] and str(manifest) in err[0]
-    assert not (workdir / "optuna.db").exists() and not (workdir / "mlflow.db").exists()
+    import optuna
+    from mlflow import MlflowClient
+
+    # Nothing was started: no study, no run (the stores exist, empty).
+    assert optuna.get_all_study_summaries(f"sqlite:///{workdir / 'optuna.db'}") == []
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not (workdir / "cache").exists()
 
 
 def _space(tmp_path: Path) -> Path:

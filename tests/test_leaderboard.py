@@ -213,6 +213,8 @@ def test_leaderboard_refits_tests_and_reports_every_pair(searched, board, capsys
     assert [str(m.status) for m in models] == ["READY"]
     assert [o.model_id for o in refit_run.outputs.model_outputs] == [models[0].model_id]
     assert models[0].tags["mbr.bundle"] == registered[0].source
+    assert json.loads(models[0].tags["mlflow.modelVersions"]) == [{"name": f"mbr-bench.{BEHAVIOUR}",
+                                                                   "version": registered[0].version}]
     assert len(board["leaderboard_runs"]) == 1
     assert not client.search_runs([refits[0].info.experiment_id], "attributes.status = 'RUNNING'")
 

@@ -629,6 +629,7 @@ class Tracker:
         logged model that the run lists among its outputs: what the runs table's Models column shows.
         The logged model points at the run's bundle (its `mbr.bundle` tag) rather than holding a copy."""
         from mlflow.entities import LoggedModelOutput
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS as MODEL_VERSIONS_TAG
 
         run = self.client.get_run(run_id)
         source = f"{run.info.artifact_uri}/{artifact_path}"
@@ -637,7 +638,11 @@ class Tracker:
                                                 source_run_id=run_id, tags={**tags, TAG_BUNDLE: source})
         self.client.finalize_logged_model(model.model_id, "READY")
         self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-        return self.client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model.model_id)
+        version = self.client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model.model_id)
+        # The logged model names its versions (as mlflow.register_model does): the UI's "Registered models".
+        self.client.set_logged_model_tags(model.model_id, {MODEL_VERSIONS_TAG: json.dumps(
+            [{"name": version.name, "version": version.version}])})
+        return version
 
     def kill_run(self, run_id: str, reason: str) -> bool:
         """Mark a RUNNING run KILLED (a trial whose worker died); False if it had already ended."""
