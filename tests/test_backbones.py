@@ -20,7 +20,7 @@ REFERENCE_DIMS = {"resnet50v2": 2048, "inception_resnet_v2": 1536, "mobilenet_v2
 
 
 def _tiny(name):
-    if BACKBONES.kind_of(name) in ("image", "flow"):
+    if BACKBONES.kind_of(name) in ("image", "flow", "clip"):
         return BACKBONES.build(name, weights="none", input_size=BACKBONES.get(name).min_input_size)
     if BACKBONES.kind_of(name) == "track":
         return BACKBONES.build(name)
@@ -42,8 +42,9 @@ def _pose(n_frames=30, seed=0):
 def test_backbone_contract(name):
     backbone = _tiny(name)
     assert backbone.name == name
-    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "flow", "pose", "track")
-    kinds = {"image": ImageBackbone, "flow": FlowBackbone, "pose": PoseBackbone, "track": TrackBackbone}
+    assert backbone.kind == BACKBONES.kind_of(name) in ("image", "flow", "clip", "pose", "track")
+    kinds = {"image": ImageBackbone, "flow": FlowBackbone, "clip": FlowBackbone, "pose": PoseBackbone,
+             "track": TrackBackbone}
     assert isinstance(backbone, kinds[backbone.kind])
     assert isinstance(backbone.weights_id, str) and backbone.weights_id
     description = backbone.describe()
@@ -51,11 +52,14 @@ def test_backbone_contract(name):
     if isinstance(backbone, FlowBackbone):
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (4, backbone.input_size, backbone.input_size, 3), dtype=np.uint8)
-        backbone.start_video()
-        first = backbone.embed_images(images)
+
+        def whole_video():  # what the embedding pass collects: each batch's rows, then those held back
+            backbone.start_video()
+            return np.concatenate([backbone.embed_images(images), backbone.finish_video()])
+
+        first = whole_video()
         assert first.shape == (4, backbone.output_dim) and first.dtype == np.float32 and np.isfinite(first).all()
-        backbone.start_video()
-        np.testing.assert_array_equal(first, backbone.embed_images(images))  # deterministic from a video's start
+        np.testing.assert_array_equal(first, whole_video())  # deterministic from a video's start
         assert np.abs(first[2] - first[1]).max() > 0  # frames that move differently embed differently
         with pytest.raises(ValueError, match="expects"):
             backbone.embed_images(images[:, :-1])

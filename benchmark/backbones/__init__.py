@@ -1,4 +1,4 @@
-from . import flow, keras_apps, pose, track  # noqa: F401  (registration side effect)
+from . import clips, flow, keras_apps, pose, track  # noqa: F401  (registration side effect)
 from ...core.errors import ConfigError
 from ...core.registry import check_names
 from .base import BACKBONES, Backbone, FlowBackbone, ImageBackbone, PoseBackbone, TrackBackbone
@@ -7,7 +7,7 @@ from .fused import FusedBackbone, part_names
 __all__ = ["BACKBONES", "Backbone", "FlowBackbone", "FusedBackbone", "ImageBackbone", "PoseBackbone", "TrackBackbone"]
 
 # Kinds that embed mouse-centred crops of the video (one crop pass serves them all).
-CROP_KINDS = ("image", "flow")
+CROP_KINDS = ("image", "flow", "clip")
 
 
 def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201

@@ -2,7 +2,8 @@
 
 Four families exist. An `ImageBackbone` sees mouse-centred crops (uint8 RGB, square, `input_size`
 pixels) in batches. A `FlowBackbone` sees the same crops, in order, and embeds the optical flow
-between consecutive ones (`flow.py`). A `PoseBackbone` sees the whole pose track of a video at once, because its
+between consecutive ones (`flow.py`), or, as a clip backbone, each crop with the crops before it
+through a 3D CNN (`clips.py`). A `PoseBackbone` sees the whole pose track of a video at once, because its
 features (speeds, heading changes) need neighbouring frames. A `TrackBackbone` sees the whole path
 of the built-in tracker's blob (for videos without pose), for the same reason. A fused backbone
 (`fused.py`, named like `mobilenet_v2+track`) joins the embeddings of registered ones.
@@ -26,7 +27,7 @@ class Backbone(ABC):
     """Common part: a registry name, an output size and an identity for the cache key."""
 
     name: ClassVar[str]  # set by BACKBONES.register
-    kind: ClassVar[str]  # "image", "flow", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
+    kind: ClassVar[str]  # "image", "flow", "clip", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
 
     @property
     @abstractmethod
@@ -54,6 +55,13 @@ class ImageBackbone(Backbone):
         """Called before the first batch of each video; a backbone that looks across frames resets here.
         `heading`: the animal's direction per frame (radians, image axes; `data.pose.heading_track`)
         when the crops are centred on pose that has the heading parts, else None."""
+
+    def finish_video(self) -> np.ndarray:
+        """Called after the last batch of each video: the embeddings still held back. `embed_images`
+        returns one row per image, except for a backbone that reads frames after each one (a centred
+        clip), whose last frames wait for later batches; the rows of a video, in order, are always
+        its frames, in order."""
+        return np.empty((0, self.output_dim), np.float32)
 
 
 class FlowBackbone(ImageBackbone):

@@ -240,13 +240,16 @@ def _embed_crops(
         # Flow backbones: no crop of another video comes before this one's first; the animal's heading.
         backbone.start_video(heading)
     filled = 0
+    written = [0] * len(backbones)  # a centred clip backbone returns its rows a few frames late
     for batches in _prefetch(_batches_per_size(crops, batch_size, sizes)):
         count = len(batches[0])
         if filled + count > n_frames:
             raise DataError(f"{entry.video}: decodes more frames than its header's {n_frames}; re-encode the video")
         for k, (backbone, batch, out) in enumerate(zip(backbones, batches, outs)):
             began = time.perf_counter()
-            out[filled : filled + count] = backbone.embed_images(batch)
+            rows = backbone.embed_images(batch)
+            out[written[k] : written[k] + len(rows)] = rows
+            written[k] += len(rows)
             seconds[k] += time.perf_counter() - began
         filled += count
         bar.update(count)
@@ -255,6 +258,13 @@ def _embed_crops(
             f"{entry.video}: only {filled} of the {n_frames} frames in its header decode (truncated or corrupt); "
             "re-encode or replace the file"
         )
+    for k, (backbone, out) in enumerate(zip(backbones, outs)):
+        began = time.perf_counter()
+        rows = backbone.finish_video()
+        out[written[k] : written[k] + len(rows)] = rows
+        seconds[k] += time.perf_counter() - began
+        if written[k] + len(rows) != n_frames:
+            raise RuntimeError(f"{backbone.name} returned {written[k] + len(rows)} embeddings for {n_frames} frames")
     return seconds
 
 

@@ -39,7 +39,8 @@ from .types import PairResult, VideoPrediction
 ENSEMBLE_HEAD = "ensemble"
 MEMBER_SEPARATOR = ","
 WEIGHT_STEP = 0.1
-APPEARANCE_KINDS = ("image",)
+# The second reference's two streams: RGB (frames, or I3D clips of frames) and motion (optical flow).
+APPEARANCE_KINDS = ("image", "clip")
 MOTION_KINDS = ("flow", "track")
 
 

@@ -1,0 +1,173 @@
+"""Clip backbones: a 3D CNN reads each frame together with the frames before it (the second reference's
+I3D stream), in the frozen mode: clip embeddings are cached like frame embeddings, then any head.
+
+`i3d_inflated_mobilenet_v2` is MobileNetV2 with its ImageNet weights inflated to 3D (`inflate.py`: every
+3 x 3 kernel repeated over 3 frames and divided by 3). Its temporal kernels are causal, so the network
+is a temporal convolution over the whole video: frame t's feature map depends on frames t - R .. t, R
+the network's receptive field in frames, and a frame is computed once, not once per clip it belongs
+to (16 times at the reference's 16-frame clips). The embedding of frame t is its clip's: the mean of
+the spatially pooled feature maps of the `clip_length` frames ending at t, every `clip_stride`-th
+frame (the temporal kernels are dilated by the stride, so the network sees those frames only). Before
+a video's first frame, the first frame stands in for the missing ones, so on a clip of one repeated
+frame the embedding is the 2D network's (the inflation's fixed point).
+
+The crops arrive in order (the embedding pass calls `start_video` before each video); between batches
+the backbone keeps the last R crops (the next batch's context) and the last pooled features (the
+clip's mean).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ...core.errors import ConfigError, DataError
+from .base import BACKBONES, FlowBackbone
+from .inflate import DEFAULT_TEMPORAL, inflate
+from .keras_apps import MobileNetV2
+
+CLIP_VERSION = "clip-v1"
+
+
+class ClipBackbone(FlowBackbone):
+    """A 2D ImageNet CNN inflated to a causal 3D one, embedding each frame from its clip."""
+
+    kind = "clip"
+    default_input_size = 224
+    min_input_size = 32
+    output_dim = MobileNetV2.output_dim
+    preprocessing = "scale to [-1, 1]; 3D network over the frames before each one; mean over its clip"
+
+    def __init__(self, clip_length: int = 16, clip_stride: int = 1, temporal: int = DEFAULT_TEMPORAL,
+                 input_size: int | None = None, weights: str | os.PathLike | None = "imagenet") -> None:
+        for option, value, low in (("clip_length", clip_length, 1), ("clip_stride", clip_stride, 1),
+                                   ("temporal", temporal, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"backbone {self.name}: {option} must be an integer >= {low}, got {value!r}")
+        self.clip_length, self.clip_stride, self.temporal = clip_length, clip_stride, temporal
+        self.input_size = int(input_size or self.default_input_size)
+        if self.input_size < self.min_input_size:
+            raise ConfigError(f"backbone {self.name}: input_size must be >= {self.min_input_size}, "
+                              f"got {self.input_size}")
+        # The 2D network whose weights are inflated: ImageNet's, none, or a file (its errors are its own).
+        self._flat = MobileNetV2(weights=weights if weights is not None else "none", input_size=self.input_size)
+        self._model: Any = None
+        self._forward: Any = None
+        self.start_video()
+
+    @property
+    def weights_id(self) -> str:
+        return f"{CLIP_VERSION}:{self._flat.weights_id}"
+
+    @property
+    def weights(self) -> str:
+        return self._flat.weights
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "clip_length": self.clip_length, "clip_stride": self.clip_stride,
+                "temporal": self.temporal}
+
+    def start_video(self, heading: np.ndarray | None = None) -> None:
+        self._crops: np.ndarray | None = None  # preprocessed crops still needed, from video frame _crops_start
+        self._crops_start = 0
+        self._received = 0  # frames of this video handed in so far
+        self._pooled: list[np.ndarray] = []  # the network's pooled features, from video frame _pooled_start
+        self._pooled_start = 0
+        self._emitted = 0  # frames whose embedding was returned
+
+    def build(self) -> Any:
+        """The inflated network, once: (1, frames, size, size, 3) in [-1, 1] -> (1, frames, 1280)."""
+        if self._model is not None:
+            return self._model
+        from ..tf_runtime import import_tensorflow
+
+        tf = import_tensorflow()
+        flat = self._flat.build()
+        model = inflate(flat, temporal=self.temporal, time_dilation=self.clip_stride, pool_time=False)
+        self._flat._model = self._flat._forward = None  # only its weights were needed
+        size = self.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, size, size, 3], tf.float32)], reduce_retracing=True)
+        def forward(frames: Any) -> Any:
+            return model(frames, training=False)
+
+        self._model, self._forward = model, forward
+        return model
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """Frames the network reads before and after a frame (its receptive field; centred kernels)."""
+        layers = [layer for layer in self.build().layers if hasattr(layer, "temporal")]
+        before = sum((layer.temporal - 1) // 2 * layer.time_dilation for layer in layers)
+        return before, sum((layer.temporal - 1) * layer.time_dilation for layer in layers) - before
+
+    @property
+    def clip_offsets(self) -> list[int]:
+        """The clip of frame t, relative to t: 8 frames before it and 7 after at 16 frames, as the reference."""
+        back = self.clip_length // 2
+        return [(k - back) * self.clip_stride for k in range(self.clip_length)]
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """The embeddings of the frames whose clip is complete: a frame's clip and receptive field reach
+        frames after it, so the last ones of a batch wait for the next batch (or `finish_video`)."""
+        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
+                             f"got {images.shape}")
+        before, after = self.context
+        frames = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # MobileNetV2's input scaling
+        if self._crops is None:  # a video's start: its first frame stands in for the frames before it
+            self._crops, self._crops_start = np.repeat(frames[:1], before, axis=0), -before
+        self._crops = np.concatenate([self._crops, frames])
+        self._received += len(frames)
+        self._pool(self._received - 1 - after)
+        return self._emit(self._pooled_start + len(self._pooled) - 1 - max(self.clip_offsets))
+
+    def finish_video(self) -> np.ndarray:
+        """The last frames' embeddings, the video's last frame standing in for the frames after it."""
+        if self._crops is None:
+            return np.empty((0, self.output_dim), np.float32)
+        _, after = self.context
+        self._crops = np.concatenate([self._crops, np.repeat(self._crops[-1:], after, axis=0)])
+        self._pool(self._received - 1)
+        out = self._emit(self._received - 1)
+        self.start_video()
+        return out
+
+    def _pool(self, last: int) -> None:
+        """The network's pooled features of frames up to `last`, from the crops held."""
+        first = self._pooled_start + len(self._pooled)
+        if last < first:
+            return
+        before, after = self.context
+        lo, hi = first - before - self._crops_start, last + after - self._crops_start + 1
+        pooled = self._forward(self._crops[lo:hi][np.newaxis]).numpy()[0, before:before + last - first + 1]
+        self._pooled.extend(pooled)
+        keep = last + 1 - before - self._crops_start  # the next frame's context onward
+        self._crops, self._crops_start = self._crops[keep:], self._crops_start + keep
+
+    def _emit(self, last: int) -> np.ndarray:
+        """Embeddings of frames `_emitted`..`last`: each the mean of its clip's pooled features (the
+        video's first and last frames standing in beyond its ends)."""
+        out = np.empty((max(last - self._emitted + 1, 0), self.output_dim), np.float32)
+        end = self._pooled_start + len(self._pooled) - 1
+        for row, t in enumerate(range(self._emitted, last + 1)):
+            picks = [min(max(t + offset, 0), end) - self._pooled_start for offset in self.clip_offsets]
+            out[row] = np.mean([self._pooled[k] for k in picks], axis=0)
+        self._emitted = last + 1 if len(out) else self._emitted
+        drop = max(self._emitted + min(self.clip_offsets), 0) - self._pooled_start
+        if drop > 0:
+            del self._pooled[:drop]
+            self._pooled_start += drop
+        if not np.isfinite(out).all():
+            raise DataError(f"{self.name}: non-finite embeddings; check the weights file")
+        return out
+
+    def parameter_count(self) -> int:
+        return int(self.build().count_params())
+
+
+@BACKBONES.register("i3d_inflated_mobilenet_v2")
+class InflatedMobileNetV2(ClipBackbone):
+    """MobileNetV2's ImageNet weights inflated to 3D (I3D recipe); 16-frame clips at stride 1, as the reference."""
