@@ -162,12 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     workdir = _workdir(args)
     outcomes = run(RunOptions(
-        study=args.study, workdir=workdir, dataset=args.dataset, backbones=args.backbones, heads=args.heads,
-        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, protocol=args.protocol,
-        search_space=args.search_space,
-        storage=args.storage, tracking_uri=args.tracking_uri, seed=args.seed, weights=args.weights,
-        batch_size=args.batch_size, progress=not args.no_progress, heartbeat=args.heartbeat,
-        allow_empty_folds=args.allow_empty_folds, cache_dir=args.cache_dir, yes=args.yes,
+        **_plan_fields(args), protocol=args.protocol, storage=args.storage, tracking_uri=args.tracking_uri,
+        seed=args.seed, batch_size=args.batch_size, heartbeat=args.heartbeat,
+        allow_empty_folds=args.allow_empty_folds, yes=args.yes,
     ))
     print()
     print(format_table(
@@ -183,16 +180,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- estimate
+def _plan_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields of `_plan_options` (and work directory, cache, progress): what run and estimate share."""
+    return dict(study=args.study, workdir=_workdir(args), dataset=args.dataset, backbones=args.backbones,
+                heads=args.heads, n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
+                search_space=args.search_space, weights=args.weights, cache_dir=args.cache_dir,
+                progress=not args.no_progress)
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     from .estimate import describe_machine, report_lines
     from .progress import SearchProgress
     from .runner import RunOptions, estimate_run, plan_run
 
-    options = RunOptions(
-        study=args.study, workdir=_workdir(args), dataset=args.dataset, backbones=args.backbones, heads=args.heads,
-        n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler, search_space=args.search_space,
-        weights=args.weights, cache_dir=args.cache_dir, progress=not args.no_progress,
-    )
+    options = RunOptions(**_plan_fields(args))
     progress = SearchProgress(enabled=options.progress)
     estimate = estimate_run(options, plan_run(options, progress), progress)
     print("\n".join(report_lines(estimate)))

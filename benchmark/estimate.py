@@ -40,6 +40,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from .. import __version__
 from ..core.errors import ConfigError
 from ..core.files import write_atomic
+from ..core.process import usable_cores
 from ..search_spaces.loader import SearchSpace
 from .backbones import BACKBONES, CROP_KINDS, build_backbone, part_names
 from .cost_model import PowerLaw, fit_power, fmt_hours, fold_fit_seconds, head_params
@@ -94,8 +95,7 @@ def machine() -> dict[str, Any]:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "mbr_bench": __version__, "tensorflow": tensorflow}
+    return {"cpu": cpu, "cores": usable_cores(), "mbr_bench": __version__, "tensorflow": tensorflow}
 
 
 class CalibrationStore:
@@ -273,13 +273,13 @@ def formula_params(head_name: str, dim: int, config: Mapping[str, Any]) -> float
 
 def _param_count(head_name: str, dim: int, config: Mapping[str, Any], memo: dict) -> int:
     """The cost model's formula where it has one; else the Keras model's own count (built once)."""
-    try:
-        return head_params(head_name, dim, config)
-    except ValueError:
-        key = (head_name, dim, json.dumps(dict(config), sort_keys=True, default=str))
-        if key not in memo:
-            memo[key] = int(HEADS.build(head_name, **config).build_model(dim).count_params())
-        return memo[key]
+    counted = formula_params(head_name, dim, config)
+    if counted:
+        return int(counted)
+    key = (head_name, dim, json.dumps(dict(config), sort_keys=True, default=str))
+    if key not in memo:
+        memo[key] = int(HEADS.build(head_name, **config).build_model(dim).count_params())
+    return memo[key]
 
 
 @dataclass

@@ -12,6 +12,11 @@ def process_identity() -> str:
     return f"{platform.node()}:{os.getpid()}:{_start_ticks(os.getpid()) or ''}"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform says, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def process_alive(identity: str) -> bool | None:
     """Whether the process named by `process_identity` still runs; None when it ran on another host."""
     parts = identity.rsplit(":", 2)

@@ -22,6 +22,7 @@ LSTM on them scored CV PR-AUC 0.37 on the synthetic open field against 0.97 cent
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -100,14 +101,14 @@ class ClipBackbone(FlowBackbone):
         self._model, self._forward = model, forward
         return model
 
-    @property
+    @functools.cached_property
     def context(self) -> tuple[int, int]:
         """Frames the network reads before and after a frame (its receptive field; centred kernels)."""
         layers = [layer for layer in self.build().layers if hasattr(layer, "temporal")]
         before = sum((layer.temporal - 1) // 2 * layer.time_dilation for layer in layers)
         return before, sum((layer.temporal - 1) * layer.time_dilation for layer in layers) - before
 
-    @property
+    @functools.cached_property
     def clip_offsets(self) -> list[int]:
         """The clip of frame t, relative to t: 8 frames before it and 7 after at 16 frames, as the reference."""
         back = self.clip_length // 2

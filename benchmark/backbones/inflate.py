@@ -122,21 +122,17 @@ def _layer_classes() -> Any:
         def get_config(self) -> dict:
             return {**super().get_config(), "pooling": self.pooling}
 
-    return TemporalConv, FramePooling
+    return {"TemporalConv": TemporalConv, "FramePooling": FramePooling}
 
 
-_LAYERS: Any = None
+_LAYERS: dict[str, Any] = {}
 
 
-def _layer(kind: int, **config: Any) -> Any:
-    global _LAYERS
-    if _LAYERS is None:
-        _LAYERS = _layer_classes()
-    return _LAYERS[kind](**config)
-
-
-def temporal_conv(**config: Any) -> Any:
-    return _layer(0, **config)
+def _layer(class_name: str, **config: Any) -> Any:
+    """A new layer of one of the classes above (defined once Keras is imported)."""
+    if not _LAYERS:
+        _LAYERS.update(_layer_classes())
+    return _LAYERS[class_name](**config)
 
 
 def _conv_config(layer: Any, filters: int, depthwise: bool, time: dict) -> dict:
@@ -157,10 +153,10 @@ def inflate_layer(layer: Any, time: dict) -> Any:
     kind = type(layer).__name__
     config = layer.get_config()
     if kind == "Conv2D":
-        return temporal_conv(**_conv_config(layer, config["filters"], False, time))
+        return _layer("TemporalConv", **_conv_config(layer, config["filters"], False, time))
     if kind == "DepthwiseConv2D":
         channels = int(layer.kernel.shape[2])
-        return temporal_conv(**_conv_config(layer, channels * config["depth_multiplier"], True, time))
+        return _layer("TemporalConv", **_conv_config(layer, channels * config["depth_multiplier"], True, time))
     if kind == "BatchNormalization":
         return layers.BatchNormalization.from_config({**config, "axis": -1})
     if kind == "ZeroPadding2D":
@@ -171,7 +167,7 @@ def inflate_layer(layer: Any, time: dict) -> Any:
                     padding=config["padding"], name=layer.name)
     if kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
         if not time["pool_time"]:  # one vector per frame
-            return _layer(1, pooling="average" if "Average" in kind else "max", name=layer.name)
+            return _layer("FramePooling", pooling="average" if "Average" in kind else "max", name=layer.name)
         return getattr(layers, kind.replace("2D", "3D"))(name=layer.name)
     if kind in ("ReLU", "Activation", "Add", "Multiply", "Concatenate", "Dropout", "Rescaling", "Normalization",
                 "Subtract", "Average", "Maximum", "LeakyReLU", "ELU", "Softmax"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from ...core.errors import ConfigError, MbrError
+from ...core.process import usable_cores
 from ...core.stores import default_tracking_uri
 from ...tracking.queries import count_test_evaluations, pair_runs, trial_predictions, trial_runs
 from ...tracking.runs import Tracker
@@ -130,7 +130,7 @@ def build_leaderboard(options: LeaderboardOptions) -> Leaderboard:
 
     out_dir = options.out_dir or options.workdir / "leaderboard"
     meta = {"tracking store": uri, "written": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{platform.node()} · {platform.machine()} · {_cpu_count()} CPU cores",
+            "machine": f"{platform.node()} · {platform.machine()} · {usable_cores()} CPU cores",
             "threshold rule": options.refit_settings.threshold_rule,
             "final model": options.refit_settings.final + (
                 f" ({options.refit_settings.refit_seeds} seeds)" if options.refit_settings.final == "refit" else ""),
@@ -309,6 +309,3 @@ def _register_best(tracker: Any, rows: dict[str, list[PairResult]], progress: Se
                              f"use --model {best.refit_run_id}")
     return registered
 
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
