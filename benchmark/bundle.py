@@ -95,7 +95,7 @@ class ModelBundle:
 
     def build_backbone(self, dataset: Dataset) -> Any:
         """The training backbone, rebuilt; DataError if its settings no longer match."""
-        backbone = build_backbone(self.backbone, dataset, weights=self.weights)
+        backbone = build_backbone(self.backbone, dataset, weights=self.weights, crops=self.heads[0].reads_crops)
         if self.backbone_state and hasattr(backbone, "load_state"):
             backbone.load_state(self.backbone_state)
         if to_jsonable(backbone.describe()) != to_jsonable(self.backbone_config):

@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcomes = run(RunOptions(
         **_plan_fields(args), protocol=args.protocol, storage=args.storage, tracking_uri=args.tracking_uri,
         seed=args.seed, batch_size=args.batch_size, heartbeat=args.heartbeat,
-        allow_empty_folds=args.allow_empty_folds, yes=args.yes,
+        allow_empty_folds=args.allow_empty_folds, yes=args.yes, allow_cpu_finetune=args.allow_cpu_finetune,
     ))
     print()
     print(format_table(
@@ -490,6 +490,9 @@ def _add_run(commands: Commands) -> None:
     run.add_argument("--yes", action="store_true",
                      help="start even when the run is estimated at more than a day on this machine (see "
                           "`mbr-bench estimate`)")
+    run.add_argument("--allow-cpu-finetune", action="store_true",
+                     help="train the finetune head (a clip network end to end) without a GPU, knowing what the "
+                          "estimate says it costs")
     run.set_defaults(func=cmd_run)
 
 

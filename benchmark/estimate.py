@@ -43,6 +43,7 @@ from ..core.files import write_atomic
 from ..core.process import usable_cores
 from ..search_spaces.loader import SearchSpace
 from .backbones import BACKBONES, CROP_KINDS, build_backbone, part_names
+from .backbones.clips import ClipNetworkBackbone
 from .cost_model import PowerLaw, fit_power, fmt_hours, fold_fit_seconds, head_params
 from .data.crops import iter_crops
 from .data.manifest import Dataset, VideoEntry
@@ -51,6 +52,7 @@ from .features.cache import EmbeddingCache
 from .features.embed import cache_key, video_fps
 from .features.sequences import sample_weights
 from .heads import HEADS
+from .tf_runtime import gpus
 
 CALIBRATION_ENV = "MBR_BENCH_CALIBRATION"  # where the calibration file lives (default: the user's cache)
 EMBED_PROBE_BATCH, EMBED_PROBE_BATCHES = 32, 2  # timed after one warm-up batch (it builds and traces)
@@ -69,6 +71,7 @@ SINGLE_POINT_EXPONENT = {"lstm": 1.12, "tcn": 1.21}
 # matrix figures, the pruner. Measured on the demo (2 cores): ~0.5 s per fold.
 TRACKING_SECONDS_PER_FOLD = 0.5
 ONE_DAY = 86_400.0
+FINETUNE_PROBE_STEPS = 1  # training steps per probe epoch of a clip network (~20 s for R(2+1)D-18 on 2 cores)
 MAX_CONFIGS = 5_000  # configurations costed one by one; a wider space is sampled
 
 
@@ -162,13 +165,18 @@ def measure_model(part: str, dataset: Dataset) -> dict[str, Any]:
     """An image or flow backbone's forward pass per frame, on blank crops (the video's decoding apart)."""
     backbone = build_backbone(part, dataset, weights="none")  # the same arithmetic, without a download
     size = backbone.input_size
-    images = np.zeros((EMBED_PROBE_BATCH, size, size, 3), np.uint8)
+    # A clip network runs a whole clip per frame (seconds at 224 px on a CPU): one small batch tells.
+    batch, batches = (backbone.clips_per_batch, 1) if isinstance(backbone, ClipNetworkBackbone) else \
+        (EMBED_PROBE_BATCH, EMBED_PROBE_BATCHES)
+    images = np.zeros((batch, size, size, 3), np.uint8)
     backbone.start_video(None)
     backbone.embed_images(images)  # builds and traces
     started = time.perf_counter()
-    for _ in range(EMBED_PROBE_BATCHES):
+    frames = 0
+    for _ in range(batches):
+        frames += len(images)
         backbone.embed_images(images)
-    return {"seconds_per_frame": (time.perf_counter() - started) / (EMBED_PROBE_BATCHES * EMBED_PROBE_BATCH),
+    return {"seconds_per_frame": (time.perf_counter() - started) / frames,
             "dim": int(backbone.output_dim), "input_size": int(size)}
 
 
@@ -225,6 +233,60 @@ def measure_head(head_name: str, params: Mapping[str, Any], dim: int, fold_frame
             "train_seconds_per_frame_epoch": max(steady - infer * val_frames, 0.1 * steady) / train_frames,
             "infer_seconds_per_frame": infer,
             "fit_overhead_seconds": max(total - steady * len(epochs), 0.0)}
+
+
+def measure_finetune(network: str, input_size: int, clip_length: int, batch_size: int) -> dict[str, Any]:
+    """A finetune head's training and scoring cost per clip: FINETUNE_PROBE_STEPS steps of `batch_size` clips
+    for 2 epochs (the first holds building and tracing), then one scoring pass (random weights: the same
+    arithmetic as a checkpoint's)."""
+    width = input_size * input_size * 3
+    clips = FINETUNE_PROBE_STEPS * batch_size
+    probe = HEADS.build("finetune", network=network, network_weights="none", input_size=input_size,
+                        clip_length=clip_length, batch_size=batch_size, clips_per_epoch=clips, max_epochs=2, seed=0)
+    frames = np.zeros((4, width), np.uint8)  # clips reach past its ends (edge frames repeat): any length works
+    labels = np.zeros(len(frames), np.int8)
+    labels[0] = 1
+    started = time.perf_counter()
+    probe.fit([frames], [labels], [np.ones(len(frames))], stop_early=False)
+    total = time.perf_counter() - started
+    began = time.perf_counter()
+    probe.predict_proba(frames)
+    infer = (time.perf_counter() - began) / len(frames)
+    steady = float(probe.history_[-1]["seconds"])
+    return {"n_params": int(probe.n_params_), "train_seconds_per_clip": steady / clips,
+            "infer_seconds_per_frame": infer, "fit_overhead_seconds": max(total - 2 * steady, 0.0)}
+
+
+def _finetune_pair(plan: Plan, backbone: str, head_name: str, store: CalibrationStore, configs: list[dict[str, Any]],
+                   folds: list[tuple[int, int]], refit_frames: int, test_frames: int, say: Any) -> PairCost:
+    """A finetune pair's search and leaderboard: per fold, each epoch trains clips_per_epoch clips and scores
+    every frame of the validation video by its own clip."""
+    size = int(build_backbone(backbone, plan.dataset, weights="none").input_size)
+    trial_seconds, leaderboard_seconds, params = [], [], []
+    for config in configs:
+        head = HEADS.build(head_name, **config)
+        point = store.get(_probe_key("finetune", backbone, size, head.clip_length, head.batch_size),
+                          lambda: measure_finetune(backbone, size, head.clip_length, head.batch_size),
+                          f"fine-tuning {backbone} ({size} px, {head.clip_length}-frame clips)", say)
+        train, infer = float(point["train_seconds_per_clip"]), float(point["infer_seconds_per_frame"])
+        overhead = float(point["fit_overhead_seconds"]) + TRACKING_SECONDS_PER_FOLD
+        epoch = head.clips_per_epoch * train
+        trial_seconds.append(sum(head.max_epochs * (epoch + val * infer) + overhead for _, val in folds))
+        leaderboard_seconds.append(plan.refit_seeds * (head.max_epochs * epoch + overhead + test_frames * infer))
+        params.append(float(point["n_params"]))
+    return _pair_cost(plan, backbone, head_name, len(configs), trial_seconds, leaderboard_seconds, params)
+
+
+def _pair_cost(plan: Plan, backbone: str, head_name: str, n_configs: int, trial_seconds: list[float],
+               leaderboard_seconds: list[float], params: list[float]) -> PairCost:
+    """Trials x trial cost (the whole grid, or --n-trials at the configurations' mean), capped at --timeout."""
+    trials = n_configs if plan.n_trials is None else plan.n_trials
+    search = sum(trial_seconds) if plan.n_trials is None else trials * float(np.mean(trial_seconds))
+    capped = plan.timeout is not None and search > plan.timeout
+    search = min(search, plan.timeout) if plan.timeout is not None else search
+    n_behaviours = len(plan.behaviours)
+    return PairCost(backbone, head_name, trials, float(np.mean(params)), n_behaviours * search,
+                    n_behaviours * float(np.mean(leaderboard_seconds)), capped)
 
 
 # -- the plan's shape -------------------------------------------------------------------------------
@@ -390,7 +452,9 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
     test = [e for e in dataset.split("test") if e.labels is not None]
     probe_entry = (train or list(dataset.videos))[0]
     started = time.perf_counter()
-    parts = list(dict.fromkeys(part for name in plan.backbones for part in part_names(name)))
+    all_parts = list(dict.fromkeys(part for name in plan.backbones for part in part_names(name)))
+    # Embeddings are computed for the heads that read them (finetune reads a clip network's crops instead).
+    parts = all_parts if any(not HEADS.get(h).reads_crops for h in plan.heads) else []
     costs = _EmbeddingCosts(dataset, probe_entry, store, say)
     embed_cost = {part: costs(part) for part in parts}
     embedding, cached = {}, {}
@@ -403,6 +467,14 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
             cached[part] = len(done)
             todo = [e for e in todo if e not in done]
         embedding[part] = sum(frames[e.id] for e in todo) * float(embed_cost[part]["seconds_per_frame"])
+    if any(HEADS.get(h).reads_crops for h in plan.heads):  # a clip network's crops: decoding only
+        mode = "tracker" if dataset.crop.mode == "tracker" else "full"
+        for part in (p for p in all_parts if BACKBONES.kind_of(p) == "clip"):
+            crops = build_backbone(part, dataset, weights="none", crops=True)
+            todo = [e for e in dataset.videos
+                    if cache is None or cache.record(cache_key(dataset, e, crops, dataset.crop)) is None]
+            cached[crops.name] = len(dataset.videos) - len(todo)
+            embedding[crops.name] = sum(frames[e.id] for e in todo) * costs.decode(mode, crops.input_size)
 
     n_folds = len(train)
     fold_frames = [(sum(frames[e.id] for e in train) - frames[v.id], frames[v.id]) for v in train]
@@ -412,10 +484,14 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
     memo: dict = {}
     pairs = []
     for backbone in plan.backbones:
-        dim = sum(int(embed_cost[part]["dim"]) for part in part_names(backbone))
         for head_name in plan.heads:
             space = plan.spaces[head_name]
             configs = space_configs(space, grid=plan.sampler == "grid")
+            if HEADS.get(head_name).reads_crops:
+                pairs.append(_finetune_pair(plan, backbone, head_name, store, configs, fold_frames, refit_frames,
+                                            test_frames, say))
+                continue
+            dim = sum(int(embed_cost[part]["dim"]) for part in part_names(backbone))
             points = [store.get(_probe_key("head", head_name, dim, config),
                                 lambda config=config: measure_head(head_name, config, dim, typical_fold),
                                 f"{head_name} at {_count(_param_count(head_name, dim, config, memo))} parameters "
@@ -432,13 +508,8 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
                 refit = head.max_epochs * refit_frames * t + cost.overhead + test_frames * v
                 leaderboard_seconds.append(plan.refit_seeds * refit)
                 params.append(n)
-            trials = len(configs) if plan.n_trials is None else plan.n_trials
-            search = sum(trial_seconds) if plan.n_trials is None else trials * float(np.mean(trial_seconds))
-            capped = plan.timeout is not None and search > plan.timeout
-            search = min(search, plan.timeout) if plan.timeout is not None else search
-            n_behaviours = len(plan.behaviours)
-            pairs.append(PairCost(backbone, head_name, trials, float(np.mean(params)), n_behaviours * search,
-                                  n_behaviours * float(np.mean(leaderboard_seconds)), capped))
+            pairs.append(_pair_cost(plan, backbone, head_name, len(configs), trial_seconds, leaderboard_seconds,
+                                    params))
     measured = time.perf_counter() - started if store.measured else 0.0
     return Estimate(dataset, list(plan.behaviours), frames, n_folds, embedding, cached, pairs, store.machine,
                     store.path, measured, plan.refit_seeds)
@@ -469,6 +540,19 @@ def check_budget(estimate: Estimate, yes: bool, timeout: float | None) -> None:
             f"{estimate.dataset.path}: this run is estimated at {fmt_duration(estimate.total)} on this machine "
             f"(more than a day); pass --yes to start it, --timeout SECONDS to bound each study, or a smaller "
             "--n-trials / fewer --backbones and --heads (see `mbr-bench estimate`)")
+
+
+def check_finetune_device(estimate: Estimate, allow_cpu: bool) -> None:
+    """Fine-tuning a clip network on a CPU starts only when asked for (--allow-cpu-finetune), knowing its cost."""
+    pairs = [p for p in estimate.pairs if HEADS.get(p.head).reads_crops]
+    if not pairs or allow_cpu or gpus():
+        return
+    seconds = sum(p.search + p.leaderboard for p in pairs)
+    names = ", ".join(f"{p.backbone}+{p.head}" for p in pairs)
+    raise ConfigError(
+        f"{estimate.dataset.path}: {names} trains a clip network end to end, and this machine has no GPU: estimated "
+        f"{fmt_duration(seconds)} here (search and leaderboard); pass --allow-cpu-finetune to run it anyway, run it "
+        "on a GPU (docker/Dockerfile.gpu), or embed with the frozen network instead (e.g. --heads lstm)")
 
 
 def report_lines(estimate: Estimate) -> list[str]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..core.hashing import content_hash
 from .backbones.base import Backbone
+from .backbones.clips import ClipCrops
 from .backbones.fused import FusedBackbone
 from .data.labels import read_labels
 from .data.manifest import Dataset
@@ -33,7 +35,9 @@ class EmbeddedVideos:
     seconds_per_frame: float  # mean embedding cost per frame (as recorded when computed)
     cache_keys: dict[str, str]  # video id -> cache key digest (provenance)
     computed: int  # frames embedded now; 0 when every video came from the cache
-    input_blocks: tuple[int, ...] | None = None  # a fused backbone's part widths, for the head's block weights
+    # Head parameters the backbone sets, never searched: a fused backbone's part widths (`input_blocks`,
+    # the head's block weights); a clip network's crops name the network the finetune head trains.
+    head_params: dict[str, Any] = field(default_factory=dict)
 
     def n_frames(self) -> dict[str, int]:
         return {video_id: len(array) for video_id, array in self.arrays.items()}
@@ -56,8 +60,17 @@ def embed_videos(dataset: Dataset, backbone: Backbone, cache: EmbeddingCache, vi
         seconds_per_frame=float(np.mean([r.compute_seconds_per_frame for r in results])),
         cache_keys={v: cache_key(dataset, dataset.video(v), backbone, dataset.crop).digest for v in video_ids},
         computed=sum(r.computed for r in results),
-        input_blocks=backbone.part_widths() if isinstance(backbone, FusedBackbone) else None,
+        head_params=head_params(backbone),
     )
+
+
+def head_params(backbone: Backbone) -> dict[str, Any]:
+    """The head parameters that follow from the backbone (see `EmbeddedVideos.head_params`)."""
+    if isinstance(backbone, FusedBackbone):
+        return {"input_blocks": tuple(backbone.part_widths())}
+    if isinstance(backbone, ClipCrops):
+        return backbone.head_params()
+    return {}
 
 
 def read_video_labels(dataset: Dataset, video_ids: Iterable[str], n_frames: Mapping[str, int]) -> dict[str, pd.DataFrame]:

@@ -37,12 +37,20 @@ from ..tracking.schema import (
     TAG_WEIGHTS,
     trial_label,
 )
-from .backbones import build_backbone, check_backbone_names, crop_parts, part_kinds, part_names
+from .backbones import BACKBONES, build_backbone, check_backbone_names, crop_parts, part_kinds, part_names
 from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
 from .data.synthetic import generate
-from .estimate import CalibrationStore, Estimate, Plan, check_budget, estimate_plan, summary_line
+from .estimate import (
+    CalibrationStore,
+    Estimate,
+    Plan,
+    check_budget,
+    check_finetune_device,
+    estimate_plan,
+    summary_line,
+)
 from .features.cache import EmbeddingCache, default_cache_dir
 from .features.embed import require_inputs
 from .heads import HEADS
@@ -103,6 +111,7 @@ class RunOptions:
     allow_empty_folds: bool = False
     cache_dir: Path | None = None  # default: $MBR_BENCH_CACHE_DIR or WORKDIR/cache; may be shared by workers
     yes: bool = False  # start a run estimated at more than a day (benchmark/estimate.py)
+    allow_cpu_finetune: bool = False  # train a clip network end to end (head finetune) without a GPU
 
 
 @dataclass
@@ -163,6 +172,7 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
     check_backbone_names("--backbones", backbones)
     check_names("--heads", "head", heads, HEADS.list())
+    _check_finetune_pairs(backbones, heads)
     for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
         require_inputs(dataset, name)
     if any("pose" in part_kinds(name) for name in backbones):  # pose features must mean the same columns
@@ -210,6 +220,17 @@ def _check_stores_agree(storage: Any, tracker: Tracker, plan: RunPlan) -> None:
                         "--storage that ran it, or start afresh in a new --workdir (or delete both stores)")
 
 
+def _check_finetune_pairs(backbones: list[str], heads: list[str]) -> None:
+    """A head that trains a clip network pairs with clip backbones only: say so before anything runs."""
+    trainers = [head for head in heads if HEADS.get(head).reads_crops]
+    others = [name for name in backbones if len(part_names(name)) > 1 or BACKBONES.kind_of(name) != "clip"]
+    if trainers and others:
+        clips = " ".join(n for n in BACKBONES.list() if BACKBONES.kind_of(n) == "clip")
+        raise ConfigError(f"--heads {trainers[0]} trains a clip network end to end, so it pairs with clip backbones "
+                          f"only ({clips}), not {', '.join(others)}; run it apart, e.g. --backbones r2plus1d_18 "
+                          f"--heads {trainers[0]}")
+
+
 def _check_space(space: SearchSpace) -> None:
     """Every value a trial may draw must suit the head: `n_layers: 0` is refused now, not after embedding."""
     for params in space.extremes():
@@ -244,6 +265,7 @@ def run(options: RunOptions) -> list[PairOutcome]:
     estimate = estimate_run(options, plan, progress)
     progress.message(summary_line(estimate))
     check_budget(estimate, options.yes, options.timeout)
+    check_finetune_device(estimate, options.allow_cpu_finetune)
     for behaviour in plan.behaviours:
         for stale in tracker.close_stale_runs(behaviour):
             progress.message(f"marked run {stale} KILLED (left RUNNING by an earlier, interrupted run)")
@@ -263,14 +285,17 @@ def run(options: RunOptions) -> list[PairOutcome]:
     # A crop pass records the tracker's path when a track backbone will want it: one decode for both.
     # Likewise the image and flow backbones of the run share one crop pass per video.
     also_track = any("track" in part_kinds(name) for name in plan.backbones)
-    companions = crop_parts(plan.backbones, dataset, options.weights)
-    for backbone_name in plan.backbones:
+    # (A finetune head reads crops, not embeddings: without other heads no embedding rides along.)
+    embeds = any(not HEADS.get(head).reads_crops for head in plan.heads)
+    companions = crop_parts(plan.backbones, dataset, options.weights) if embeds else []
+    for backbone_name, crops, head_names in _inputs(plan):
         try:
-            backbone = build_backbone(backbone_name, dataset, weights=options.weights)
-            progress.message(f"embedding training videos with {backbone_name} (cached after the first run)")
+            backbone = build_backbone(backbone_name, dataset, weights=options.weights, crops=crops)
+            progress.message(f"{'cropping' if crops else 'embedding'} training videos for {backbone.name} "
+                             "(cached after the first run)")
             embedded = embed_videos(dataset, backbone, cache, train_ids, batch_size=options.batch_size,
                                     progress=options.progress and sys.stderr.isatty(), also_track=also_track,
-                                    companions=companions)
+                                    companions=() if crops else companions)
         except WeightsError as error:
             if not plan.demo or options.backbones:
                 raise
@@ -287,12 +312,12 @@ def run(options: RunOptions) -> list[PairOutcome]:
             scored_folds, warnings = select_folds(folds, y, behaviour, dataset, options.allow_empty_folds)
             for warning in warnings:
                 progress.warn(warning)
-            for head_name in plan.heads:
+            for head_name in head_names:
                 space = plan.spaces[head_name]
                 pair = _PairJob(behaviour, backbone_name, head_name,
                                 space.for_fused() if len(part_names(backbone_name)) > 1 else space,
                                 PairData(embedded.arrays, y, embedded.seconds_per_frame, embedded.cache_keys,
-                                         embedded.input_blocks),
+                                         embedded.head_params),
                                 scored_folds,
                                 {**standard_tags(data_hash, embedded.cache_keys, options.seed), **recipe})
                 outcome, others = _run_pair(pair, storage, plan.storage_url, tracker, plan.n_trials, options,
@@ -305,6 +330,18 @@ def run(options: RunOptions) -> list[PairOutcome]:
         outcomes[index], _ = _run_pair(pair, storage, plan.storage_url, tracker, plan.n_trials, options, progress,
                                        wait_for_others=True)
     return outcomes
+
+
+def _inputs(plan: RunPlan) -> list[tuple[str, bool, list[str]]]:
+    """(backbone, crops, heads) per input the plan's pairs train on: a backbone's embeddings for most
+    heads, a clip network's crops for a head that trains the network itself (finetune)."""
+    inputs = []
+    for backbone_name in plan.backbones:
+        for crops in (False, True):
+            heads = [head for head in plan.heads if HEADS.get(head).reads_crops == crops]
+            if heads:
+                inputs.append((backbone_name, crops, heads))
+    return inputs
 
 
 @dataclass

@@ -42,7 +42,7 @@ from ..tracking.schema import (
 )
 from .cv import Fold
 from .features.sequences import sample_weights
-from .heads import HEADS, with_input_blocks
+from .heads import HEADS, with_pipeline_params
 from .metrics import frame_metrics, pooled_pr_auc, summarise
 from .options import DEFAULT_PROTOCOL, PROTOCOLS
 from .progress import SearchProgress
@@ -66,7 +66,7 @@ class PairData:
     labels: dict[str, np.ndarray]  # video id -> (frames,) int8 for this behaviour
     embedding_seconds_per_frame: float = 0.0
     cache_keys: dict[str, str] = field(default_factory=dict)
-    input_blocks: tuple[int, ...] | None = None  # a fused backbone's part widths (Head input_blocks)
+    head_params: dict[str, Any] = field(default_factory=dict)  # set from the backbone (`EmbeddedVideos.head_params`)
 
 
 def study_name(behaviour: str, backbone: str, head: str) -> str:
@@ -357,7 +357,7 @@ def make_objective(
                         raise TimeBudgetReached(f"trial {trial_label} stopped at fold {folds.index(fold) + 1}, "
                                                 f"epoch {epoch + 1}")
 
-                head_params = {"seed": seed, **with_input_blocks(params, data.input_blocks)}
+                head_params = {"seed": seed, **with_pipeline_params(params, data.head_params)}
                 cv = cross_validate(lambda: HEADS.build(head_name, **head_params), data, folds, protocol, on_fold,
                                     on_epoch)
                 for result in cv.folds:

@@ -56,3 +56,27 @@ def import_tensorflow() -> ModuleType:
 class _NotRetracing(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
+
+
+def gpus() -> list:
+    """TensorFlow's visible GPUs (empty on a CPU-only machine)."""
+    return import_tensorflow().config.list_physical_devices("GPU")
+
+
+MIXED_PRECISION_ENV = "MBR_BENCH_MIXED_PRECISION"  # auto (default) or off
+
+
+def mixed_precision_supported() -> bool:
+    """Whether every visible GPU computes float16 fast (compute capability 7.0 or more: tensor cores);
+    False without a GPU, where float16 would only be slower, or with $MBR_BENCH_MIXED_PRECISION=off."""
+    if os.environ.get(MIXED_PRECISION_ENV, "auto").lower() == "off":
+        return False
+    tf = import_tensorflow()
+    devices = gpus()
+    if not devices:
+        return False
+    for device in devices:
+        capability = tf.config.experimental.get_device_details(device).get("compute_capability") or (0, 0)
+        if tuple(capability) < (7, 0):
+            return False
+    return True

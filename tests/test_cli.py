@@ -115,6 +115,7 @@ EXPECTED_ARGUMENTS = {
         ("--heartbeat", "heartbeat", HEARTBEAT_SECONDS, False),
         ("--allow-empty-folds", "allow_empty_folds", False, False),
         ("--yes", "yes", False, False),
+        ("--allow-cpu-finetune", "allow_cpu_finetune", False, False),
         ("--no-progress", "no_progress", False, False),
     },
     "estimate": {

@@ -64,3 +64,38 @@ def test_clip_options_are_checked_and_keyed():
         _clip(clip_length=0)
     assert _clip(clip_length=8).describe() != _clip(clip_length=16).describe()  # another cache entry
     assert _clip().describe()["clip_length"] == 16 and _clip().describe()["clip_stride"] == 1  # the reference's
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_18", "i3d"])
+def test_clip_networks_embed_each_frame_from_its_own_clip(name):
+    """Frame t's row is the network's output on the clip around t (the video's ends standing in beyond
+    it), whatever the batches the crops come in."""
+    backbone = BACKBONES.build(name, weights="none", input_size=SIZE, clip_length=4)
+    frames = _video(11)
+    whole = _embed(backbone, frames, 11)
+    assert whole.shape == (11, backbone.output_dim)
+    np.testing.assert_allclose(_embed(backbone, frames, 3), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_embed(backbone, frames, 1), whole, rtol=1e-5, atol=1e-6)
+    network = backbone.build()
+    for t, clip in ((0, [0, 0, 0, 1]), (5, [3, 4, 5, 6]), (10, [8, 9, 10, 10])):  # 2 before, 1 after
+        alone = np.asarray(network(frames[clip][np.newaxis].astype(np.float32), training=False))[0]
+        np.testing.assert_allclose(whole[t], alone, rtol=1e-5, atol=1e-6)
+    assert np.abs(whole[5] - whole[6]).max() > 1e-6  # clips of a moving square differ
+
+
+def test_clip_networks_want_a_converted_checkpoint(tmp_path):
+    from mbr_bench.core.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r"i3d: Keras ships no ImageNet or Kinetics weights for it; convert a "
+                                           r"Kinetics checkpoint once \(python -m mbr_bench.benchmark.backbones."
+                                           r"kinetics i3d CHECKPOINT OUT.npz\)"):
+        BACKBONES.build("i3d")  # the default weights, imagenet, do not exist for it
+    with pytest.raises(WeightsError, match="gone.npz: weights file not found for backbone r2plus1d_18"):
+        BACKBONES.build("r2plus1d_18", weights=tmp_path / "gone.npz")
+    # A file saved from the same network loads, and names the cache entry by its content.
+    random = BACKBONES.build("r2plus1d_18", weights="none", input_size=SIZE, clip_length=4)
+    random.build().save_weights(tmp_path / "r21d.weights.h5")
+    loaded = BACKBONES.build("r2plus1d_18", weights=tmp_path / "r21d.weights.h5", input_size=SIZE, clip_length=4)
+    assert loaded.weights_id.startswith("clip-v1:file:") and loaded.describe() != random.describe()
+    frames = _video(6)
+    np.testing.assert_allclose(_embed(loaded, frames, 6), _embed(random, frames, 6), rtol=1e-5, atol=1e-6)

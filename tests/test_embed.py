@@ -140,4 +140,4 @@ def test_cli_embed_json_reports_computed_then_cached(tiny_dataset, tmp_path, cap
 def test_unknown_backbone_on_the_command_line(tiny_dataset, capsys):
     assert main(["embed", "--dataset", str(tiny_dataset()), "--backbone", "resnt50v2"]) == 2
     err = capsys.readouterr().err
-    assert "unknown backbone 'resnt50v2'; known: flow_hof, flow_mobilenet_v2, i3d_inflated_mobilenet_v2, inception_resnet_v2, mobilenet_v2, pose, pose_v1, resnet50v2, track" in err
+    assert "unknown backbone 'resnt50v2'; known: flow_hof, flow_mobilenet_v2, i3d, i3d_inflated_mobilenet_v2, inception_resnet_v2, mobilenet_v2, pose, pose_v1, r2plus1d_18, resnet50v2, track" in err

@@ -94,14 +94,16 @@ def test_duplicate_name_names_the_holder():
 def test_builtin_backbones_are_registered():
     from mbr_bench.benchmark.backbones import BACKBONES
 
-    assert BACKBONES.list() == ["flow_hof", "flow_mobilenet_v2", "i3d_inflated_mobilenet_v2", "inception_resnet_v2",
-                                "mobilenet_v2", "pose", "pose_v1", "resnet50v2", "track"]
+    assert BACKBONES.list() == ["flow_hof", "flow_mobilenet_v2", "i3d", "i3d_inflated_mobilenet_v2",
+                                "inception_resnet_v2", "mobilenet_v2", "pose", "pose_v1", "r2plus1d_18", "resnet50v2",
+                                "track"]
     with pytest.raises(UnknownComponentError,
-                       match="known: flow_hof, flow_mobilenet_v2, i3d_inflated_mobilenet_v2, inception_resnet_v2, mobilenet_v2, pose, pose_v1, resnet50v2, track"):
+                       match="known: flow_hof, flow_mobilenet_v2, i3d, i3d_inflated_mobilenet_v2, inception_resnet_v2, mobilenet_v2, "
+                             "pose, pose_v1, r2plus1d_18, resnet50v2, track"):
         BACKBONES.build("vgg16")
     assert {name: BACKBONES.kind_of(name) for name in BACKBONES.list()} == {
-        "flow_hof": "flow", "flow_mobilenet_v2": "flow", "i3d_inflated_mobilenet_v2": "clip", "inception_resnet_v2": "image", "mobilenet_v2": "image", "pose": "pose", "pose_v1": "pose",
-        "resnet50v2": "image", "track": "track"}
+        "flow_hof": "flow", "flow_mobilenet_v2": "flow", "i3d": "clip", "i3d_inflated_mobilenet_v2": "clip", "inception_resnet_v2": "image", "mobilenet_v2": "image", "pose": "pose", "pose_v1": "pose",
+        "r2plus1d_18": "clip", "resnet50v2": "image", "track": "track"}
 
 
 @pytest.mark.parametrize("registry_path", ["backbones", "heads"])

@@ -44,7 +44,7 @@ def _one_line_error(path: Path, fragments, **kwargs) -> str:
 
 
 def test_packaged_files_ship_for_every_head():
-    assert packaged_heads() == sorted(HEADS)
+    assert packaged_heads() == sorted([*HEADS, "finetune"])
     assert default_space_path("demo").is_file()
     for path in default_space_path("lstm").parent.glob("*.yaml"):
         assert path.read_text().startswith("#"), f"{path.name}: no header comment on where its values come from"
@@ -86,6 +86,15 @@ def test_feature_norm_is_searched_and_pinned_to_the_default_in_the_grid(head, de
     space = load_search_space(head, default_space_path("demo") if demo else None)
     assert space.distributions["feature_norm"] == FEATURE_NORM
     assert space.grid()["feature_norm"] == ["per_video"]
+
+
+def test_finetune_grid_is_the_second_reference_protocol():
+    space = load_search_space("finetune")
+    assert space.grid() == {"batch_size": [8, 16], "learning_rate": [1e-3], "dropout": [0.64]}  # keep-prob 0.36
+    assert space.fixed["momentum"] == 0.9 and space.fixed["final_learning_rate"] == 5e-5
+    assert space.fixed["clip_length"] == 16 and space.fixed["clip_stride"] == 1  # 8 frames before, 7 after
+    demo = load_search_space("finetune", default_space_path("demo"))
+    assert demo.grid_size() == 1 and demo.fixed["clips_per_epoch"] <= 64 and demo.fixed["max_epochs"] <= 3
 
 
 def test_tcn_is_the_reference_grid():
@@ -279,7 +288,7 @@ def test_missing_file_and_unknown_packaged_head(tmp_path):
         load_search_space("transformer")
     message = str(caught.value)
     assert "transformer.yaml" in message and "no packaged search space for head 'transformer'" in message
-    assert "packaged: frame_mlp, lstm, tcn" in message and "\n" not in message
+    assert "packaged: finetune, frame_mlp, lstm, tcn" in message and "\n" not in message
 
 
 def test_multi_head_file_without_the_head(tmp_path):

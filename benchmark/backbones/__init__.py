@@ -10,9 +10,17 @@ __all__ = ["BACKBONES", "Backbone", "FlowBackbone", "FusedBackbone", "ImageBackb
 CROP_KINDS = ("image", "flow", "clip")
 
 
-def build_backbone(name: str, dataset=None, weights: str | None = None, **params):  # noqa: ANN001, ANN201
+def build_backbone(name: str, dataset=None, weights: str | None = None, crops: bool = False,  # noqa: ANN001, ANN201
+                   **params):
     """Build a registered backbone, or a fused one (`a+b`), taking pose and motion settings from
-    `dataset` if given. `weights` applies to the image parts of a fused backbone."""
+    `dataset` if given. `weights` applies to the image parts of a fused backbone. `crops`: the clip
+    backbone's input crops instead of its embeddings (for a head that trains the network itself)."""
+    if crops:
+        if len(part_names(name)) > 1 or BACKBONES.kind_of(name) != "clip":
+            clips = ", ".join(n for n in BACKBONES.list() if BACKBONES.kind_of(n) == "clip")
+            raise ConfigError(f"backbone {name}: the finetune head trains a clip network end to end, so it pairs "
+                              f"with a clip backbone only ({clips}); use another head with {name}")
+        return build_backbone(name, dataset, weights, **params).crops()
     parts = part_names(name)
     if len(parts) > 1:
         return FusedBackbone([build_backbone(part, dataset, weights if BACKBONES.kind_of(part) in CROP_KINDS else None)

@@ -43,6 +43,7 @@ class ImageBackbone(Backbone):
     kind = "image"
     input_size: int  # square side in pixels that embed_images expects
     output_dim: int
+    cache_dtype: ClassVar[Any] = np.float32  # what the cache stores its rows as (uint8: a clip network's crops)
 
     @abstractmethod
     def embed_images(self, images: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Content-addressed embedding cache on disk.
 
 One entry = one video embedded by one backbone with one crop setting: `<digest>.npy` (float32,
-frames x dim, memory-mapped on read) plus `<digest>.json`, the commit record written last. An entry
+frames x dim, memory-mapped on read; uint8 for a clip network's input crops) plus `<digest>.json`, the commit record written last. An entry
 counts only when its record exists and agrees with the array file's size and shape, so a write
 killed at any point reads as a miss, never as data; `load(..., verify=True)` also checks the
 array's sha256 against the record.
@@ -37,6 +37,9 @@ from ...core.jsonio import json_default
 # Bump when decoding, cropping or feature code changes what an embedding holds.
 CODE_VERSION = "1"
 DTYPE = np.float32
+# What an entry may hold: embeddings (float32), or a clip network's input crops (uint8: 4x smaller,
+# for the finetune head, which trains the network on them).
+DTYPES = ("float32", "uint8")
 
 
 def default_cache_dir(workdir: str | os.PathLike) -> Path:
@@ -150,13 +153,15 @@ class EmbeddingCache:
             array = np.load(self._paths(key)[0], mmap_mode="r")
         except (ValueError, OSError):
             return None
-        if list(array.shape) != record["shape"] or array.dtype != DTYPE:
+        if list(array.shape) != record["shape"] or array.dtype.name != record.get("dtype", "float32") \
+                or array.dtype.name not in DTYPES:
             return None
         return array, record
 
     @contextlib.contextmanager
-    def writer(self, key: CacheKey, shape: tuple[int, int], info: dict[str, Any]) -> Iterator[np.ndarray]:
-        """Yield a writable memory-mapped array; commit it only if the block finishes.
+    def writer(self, key: CacheKey, shape: tuple[int, int], info: dict[str, Any],
+               dtype: Any = DTYPE) -> Iterator[np.ndarray]:
+        """Yield a writable memory-mapped array (float32, or uint8 crops); commit it only if the block finishes.
 
         `info` (seconds, frames/s, ...) is stored in the commit record next to the key fields; it is
         read at commit time, so the caller may fill it inside the block.
@@ -175,7 +180,7 @@ class EmbeddingCache:
             try:
                 # mkstemp makes the file 0600; a cache shared by several users needs the umask's mode.
                 os.chmod(tmp, 0o666 & ~_umask())
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=shape)
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
                 _reserve(tmp)
             except OSError as error:
                 raise _cache_error(self.root, error) from error
@@ -211,7 +216,7 @@ class EmbeddingCache:
             "digest": key.digest,
             "video_id": key.video_id,
             "shape": list(shape),
-            "dtype": np.dtype(DTYPE).name,
+            "dtype": array.dtype.name,
             "nbytes": array_path.stat().st_size,
             "sha256": checksum,
             "code_version": CODE_VERSION,

@@ -346,11 +346,12 @@ def embed_video(
             with contextlib.ExitStack() as stack:
                 bar = stack.enter_context(tqdm(total=n_frames, desc=f"{entry.id} · {names}", unit="frame",
                                                disable=not progress, leave=False))
-                outs = [stack.enter_context(cache.writer(key, shape, info))]
+                outs = [stack.enter_context(cache.writer(key, shape, info, dtype=backbone.cache_dtype))]
                 rider_infos: list[dict[str, Any]] = [{} for _ in riders]
                 for rider, rider_info in zip(riders, rider_infos):
                     outs.append(stack.enter_context(cache.writer(cache_key(dataset, entry, rider, crop),
-                                                                 (n_frames, rider.output_dim), rider_info)))
+                                                                 (n_frames, rider.output_dim), rider_info,
+                                                                 dtype=rider.cache_dtype)))
                 own = _embed_crops(dataset, entry, [backbone, *riders], crop, outs, batch_size, bar, blobs)
                 # A shared pass: each entry's cost is its own compute plus the decoding and cropping,
                 # which it would pay alone (what the board shows as its embedding cost).

@@ -3,7 +3,7 @@
 TensorFlow is not imported here; it loads when a head builds or fits its model.
 """
 
-from . import frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
-from .base import HEADS, Head, load_head, with_input_blocks
+from . import finetune, frame_mlp, lstm, tcn  # noqa: F401  (registration side effect)
+from .base import HEADS, Head, load_head, with_pipeline_params
 
-__all__ = ["HEADS", "Head", "load_head", "with_input_blocks"]
+__all__ = ["HEADS", "Head", "load_head", "with_pipeline_params"]

@@ -95,6 +95,8 @@ class Head(ABC):
     """
 
     name: ClassVar[str]  # set by HEADS.register
+    # True for a head that trains a clip network itself (`finetune`): its inputs are the network's crops.
+    reads_crops: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -280,17 +282,21 @@ class Head(ABC):
                 Xw, yw, sample_weight=ww, batch_size=self.batch_size, epochs=self.max_epochs,
                 shuffle=True, verbose=0, callbacks=[tracker.callback],
             )
-        train_seconds = time.perf_counter() - started
-        if stop_early and tracker.best_weights is not None:
-            model.set_weights(tracker.best_weights)
-
-        self.model_ = model
+        self._record_fit(model, tracker, val_history, val is not None, stop_early, time.perf_counter() - started)
         self._forward = forward
         self.input_dim_ = int(input_dim)
+        return self
+
+    def _record_fit(self, model: Any, tracker: _EpochTracker, val_history: list[np.ndarray], validated: bool,
+                    stop_early: bool, train_seconds: float) -> None:
+        """Once training ends: the best epoch's weights restored (early stopping), and what `fit` sets."""
+        if stop_early and tracker.best_weights is not None:
+            model.set_weights(tracker.best_weights)
+        self.model_ = model
         self.history_ = tracker.history
         self.epochs_run_ = len(tracker.history)
         self.val_history_ = np.stack(val_history) if val_history else None
-        if val is None or not stop_early:
+        if not validated or not stop_early:
             self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, tracker.best_score
         elif tracker.best_weights is None:  # every epoch scored NaN (diverged): keep the last weights
             self.best_epoch_, self.best_val_pr_auc_ = self.epochs_run_, math.nan
@@ -299,7 +305,6 @@ class Head(ABC):
         self.train_seconds_ = train_seconds
         self.seconds_per_epoch_ = train_seconds / max(self.epochs_run_, 1)
         self.n_params_ = int(model.count_params())
-        return self
 
     def _check_val(self, val: tuple[np.ndarray, np.ndarray], input_dim: int) -> tuple[np.ndarray, np.ndarray]:
         val_X, val_y = np.asarray(val[0], np.float32), np.asarray(val[1]).reshape(-1)
@@ -443,9 +448,10 @@ HEADS: Registry[Head] = Registry("head")
 HEAD_SPEC, HEAD_WEIGHTS, HEAD_FEATURE_STATS = "head.json", "model.weights.h5", "feature_norm.npz"
 
 
-def with_input_blocks(params: dict[str, Any], blocks: Sequence[int] | None) -> dict[str, Any]:
-    """A trial's head parameters plus the input's block widths when the data has several (a fused backbone)."""
-    return {**params, "input_blocks": tuple(blocks)} if blocks else dict(params)
+def with_pipeline_params(params: dict[str, Any], pipeline: dict[str, Any]) -> dict[str, Any]:
+    """A trial's head parameters plus those the pipeline sets from the backbone, never searched: a fused
+    backbone's `input_blocks`, a clip network's `network`, `network_weights` and `input_size`."""
+    return {**params, **pipeline}
 
 
 def load_head(folder: str | Path) -> Head:

@@ -88,7 +88,7 @@ from ..features.animal_size import measure_animal, typical_size
 from ..features.cache import EmbeddingCache
 from ..features.embed import video_fps
 from ..features.sequences import sample_weights
-from ..heads import HEADS, with_input_blocks
+from ..heads import HEADS, with_pipeline_params
 from ..metrics import frame_metrics, pooled_pr_auc
 from ..options import DEFAULT_FINAL, FINAL_KINDS
 from ..pair_inputs import (
@@ -300,7 +300,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
     if not job.test:
         raise DataError(f"{dataset.path}: no labelled test video; mark at least one labelled video split: test")
     weights = tags.get(TAG_WEIGHTS) or None
-    backbone = build_backbone(job.backbone, dataset, weights=weights)
+    backbone = build_backbone(job.backbone, dataset, weights=weights, crops=HEADS.get(job.head).reads_crops)
     embedded = embed_videos(dataset, backbone, cache, [e.id for e in (*job.train, *job.test)],
                             batch_size=settings.batch_size or int(tags.get(TAG_BATCH_SIZE) or 32),
                             progress=settings.progress)
@@ -392,7 +392,7 @@ def _decision_rule(y_folds: list[np.ndarray], p_folds: list[np.ndarray], rule: s
 
 
 def _head_factory(job: RefitJob, seed: int, embedded: EmbeddedVideos) -> Any:
-    params = with_input_blocks(job.params, embedded.input_blocks)
+    params = with_pipeline_params(job.params, embedded.head_params)
     return lambda **overrides: HEADS.build(job.head, **{"seed": seed, **params, **overrides})
 
 
