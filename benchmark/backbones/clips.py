@@ -63,6 +63,18 @@ def gather_clips(frames: np.ndarray, centres: np.ndarray, offsets: list[int], fi
     return frames[index]
 
 
+def _set_clip_shape(backbone: Any, clip_length: int, clip_stride: int, input_size: int | None, **more: int) -> None:
+    """Check and set a clip backbone's clip length, stride and crop size (ConfigError naming the option)."""
+    for option, value in (("clip_length", clip_length), ("clip_stride", clip_stride), *more.items()):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"backbone {backbone.name}: {option} must be an integer >= 1, got {value!r}")
+    backbone.clip_length, backbone.clip_stride = clip_length, clip_stride
+    backbone.input_size = int(input_size or backbone.default_input_size)
+    if backbone.input_size < backbone.min_input_size:
+        raise ConfigError(f"backbone {backbone.name}: input_size must be >= {backbone.min_input_size}, "
+                          f"got {backbone.input_size}")
+
+
 class ClipBackbone(FlowBackbone):
     """A 2D ImageNet CNN inflated to a 3D one, embedding each frame from its centred clip."""
 
@@ -74,15 +86,8 @@ class ClipBackbone(FlowBackbone):
 
     def __init__(self, clip_length: int = 16, clip_stride: int = 1, temporal: int = DEFAULT_TEMPORAL,
                  input_size: int | None = None, weights: str | os.PathLike | None = "imagenet") -> None:
-        for option, value, low in (("clip_length", clip_length, 1), ("clip_stride", clip_stride, 1),
-                                   ("temporal", temporal, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"backbone {self.name}: {option} must be an integer >= {low}, got {value!r}")
-        self.clip_length, self.clip_stride, self.temporal = clip_length, clip_stride, temporal
-        self.input_size = int(input_size or self.default_input_size)
-        if self.input_size < self.min_input_size:
-            raise ConfigError(f"backbone {self.name}: input_size must be >= {self.min_input_size}, "
-                              f"got {self.input_size}")
+        _set_clip_shape(self, clip_length, clip_stride, input_size, temporal=temporal)
+        self.temporal = temporal
         # The 2D network whose weights are inflated: ImageNet's, none, or a file (its errors are its own).
         self._flat = MobileNetV2(weights=weights if weights is not None else "none", input_size=self.input_size)
         self._model: Any = None
@@ -238,14 +243,7 @@ class ClipNetworkBackbone(FlowBackbone):
 
     def __init__(self, clip_length: int = 16, clip_stride: int = 1, input_size: int | None = None,
                  weights: str | os.PathLike | None = "imagenet") -> None:
-        for option, value in (("clip_length", clip_length), ("clip_stride", clip_stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"backbone {self.name}: {option} must be an integer >= 1, got {value!r}")
-        self.clip_length, self.clip_stride = clip_length, clip_stride
-        self.input_size = int(input_size or self.default_input_size)
-        if self.input_size < self.min_input_size:
-            raise ConfigError(f"backbone {self.name}: input_size must be >= {self.min_input_size}, "
-                              f"got {self.input_size}")
+        _set_clip_shape(self, clip_length, clip_stride, input_size)
         self.weights = self._normalise_weights(weights)
         self._weights_id = self.weights if self.weights == "none" else f"file:{file_sha256(self.weights)[:16]}"
         self._model: Any = None
