@@ -95,7 +95,9 @@ class ModelBundle:
 
     def build_backbone(self, dataset: Dataset) -> Any:
         """The training backbone, rebuilt; DataError if its settings no longer match."""
-        backbone = build_backbone(self.backbone, dataset, weights=self.weights, crops=self.heads[0].reads_crops)
+        crops = self.heads[0].reads_crops
+        # A fine-tuned network is in its head: its crops need no checkpoint file (the one it started from).
+        backbone = build_backbone(self.backbone, dataset, weights="none" if crops else self.weights, crops=crops)
         if self.backbone_state and hasattr(backbone, "load_state"):
             backbone.load_state(self.backbone_state)
         if to_jsonable(backbone.describe()) != to_jsonable(self.backbone_config):

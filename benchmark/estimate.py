@@ -52,6 +52,7 @@ from .features.cache import EmbeddingCache
 from .features.embed import cache_key, video_fps
 from .features.sequences import sample_weights
 from .heads import HEADS
+from .heads.finetune import PREDICT_CLIPS
 from .tf_runtime import gpus
 
 CALIBRATION_ENV = "MBR_BENCH_CALIBRATION"  # where the calibration file lives (default: the user's cache)
@@ -249,9 +250,11 @@ def measure_finetune(network: str, input_size: int, clip_length: int, batch_size
     started = time.perf_counter()
     probe.fit([frames], [labels], [np.ones(len(frames))], stop_early=False)
     total = time.perf_counter() - started
+    scored = np.zeros((PREDICT_CLIPS, width), np.uint8)
+    probe.predict_proba(scored)  # traces the scoring pass
     began = time.perf_counter()
-    probe.predict_proba(frames)
-    infer = (time.perf_counter() - began) / len(frames)
+    probe.predict_proba(scored)
+    infer = (time.perf_counter() - began) / len(scored)
     steady = float(probe.history_[-1]["seconds"])
     return {"n_params": int(probe.n_params_), "train_seconds_per_clip": steady / clips,
             "infer_seconds_per_frame": infer, "fit_overhead_seconds": max(total - 2 * steady, 0.0)}

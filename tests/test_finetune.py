@@ -37,7 +37,8 @@ def moving_square(n: int, period: int = 12) -> tuple[np.ndarray, np.ndarray]:
 def _head(**params):
     return HEADS.build("finetune", **{"network": "i3d_inflated_mobilenet_v2", "network_weights": "imagenet",
                                       "input_size": SIZE, "clip_length": 4, "clips_per_epoch": 64, "batch_size": 8,
-                                      "max_epochs": 8, "learning_rate": 3e-4, "final_learning_rate": 1e-4,
+                                      "max_epochs": 8, "decay_epochs": 8, "learning_rate": 3e-4,
+                                      "final_learning_rate": 1e-4,
                                       "dropout": 0.0, "seed": 0, **params})
 
 
@@ -70,6 +71,41 @@ def test_finetune_refuses_what_it_cannot_train():
         build_backbone("mobilenet_v2", weights="none", crops=True)
 
 
+def test_the_learning_rate_decays_over_decay_epochs_so_a_shorter_refit_follows_the_same_rates():
+    from mbr_bench.benchmark.heads.base import import_keras
+    from mbr_bench.benchmark.heads.finetune import _decay
+
+    schedule = _decay(import_keras(), 1e-3, 5e-5, 100)
+    rates = [float(schedule(step)) for step in (0, 50, 100, 400)]
+    np.testing.assert_allclose(rates, [1e-3, np.sqrt(1e-3 * 5e-5), 5e-5, 5e-5], rtol=1e-5)
+    # The refit trains the epochs the search chose: its epochs are the search's first ones, loss for loss.
+    X, y = moving_square(40)
+    fits = [HEADS.build("finetune", network="r2plus1d_18", network_weights="none", input_size=SIZE, clip_length=2,
+                        clips_per_epoch=16, batch_size=8, max_epochs=epochs, decay_epochs=3, seed=0)
+            .fit([X], [y], [np.ones(40)], val=(X, y), stop_early=False, keep_val_history=True) for epochs in (3, 1)]
+    # What the 1-epoch fit ends with is what the 3-epoch fit had after its first epoch.
+    np.testing.assert_allclose(fits[1].val_history_[-1], fits[0].val_history_[0], rtol=1e-4, atol=1e-6)
+    assert np.abs(fits[0].val_history_[1] - fits[0].val_history_[0]).max() > 1e-6  # training moves them
+    with pytest.raises(ConfigError, match="feature_norm and input_blocks do not apply"):
+        HEADS.build("finetune", feature_norm="train").check_params()
+
+
+def test_mixed_precision_computes_in_float16_and_scales_the_loss(monkeypatch):
+    import keras
+
+    from mbr_bench.benchmark.heads import finetune
+
+    monkeypatch.setattr(finetune, "mixed_precision_supported", lambda: True)  # as on a tensor-core GPU
+    X, y = moving_square(12)
+    head = HEADS.build("finetune", network="r2plus1d_18", network_weights="none", input_size=SIZE, clip_length=2,
+                       clips_per_epoch=8, batch_size=8, max_epochs=1, seed=0).fit([X], [y], [np.ones(12)])
+    assert head.model_.dtype_policy.name == "mixed_float16"
+    assert isinstance(head.model_.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert head.model_.get_layer("clip_probability").dtype_policy.name == "float32"  # a float32 probability
+    assert keras.mixed_precision.global_policy().name == "float32"  # other heads stay in float32
+    assert head.predict_proba(X).dtype == np.float32
+
+
 def test_crops_are_cached_as_uint8_pixels():
     crops = build_backbone("r2plus1d_18", weights="none", crops=True, input_size=SIZE)
     frames, _ = moving_square(5)
@@ -93,6 +129,7 @@ finetune:
   batch_size: 8
   learning_rate: {low: 2.0e-4, high: 4.0e-4, log: true, grid: [3.0e-4]}
   final_learning_rate: 1.0e-4
+  decay_epochs: 2
   dropout: 0.0
   clip_length: 2
   clips_per_epoch: 16

@@ -93,6 +93,7 @@ def test_finetune_grid_is_the_second_reference_protocol():
     assert space.grid() == {"batch_size": [8, 16], "learning_rate": [1e-3], "dropout": [0.64]}  # keep-prob 0.36
     assert space.fixed["momentum"] == 0.9 and space.fixed["final_learning_rate"] == 5e-5
     assert space.fixed["clip_length"] == 16 and space.fixed["clip_stride"] == 1  # 8 frames before, 7 after
+    assert space.fixed["decay_epochs"] == space.fixed["max_epochs"]
     demo = load_search_space("finetune", default_space_path("demo"))
     assert demo.grid_size() == 1 and demo.fixed["clips_per_epoch"] <= 64 and demo.fixed["max_epochs"] <= 3
 

@@ -72,7 +72,7 @@ def _set_clip_shape(backbone: Any, clip_length: int, clip_stride: int, input_siz
     backbone.input_size = int(input_size or backbone.default_input_size)
     if backbone.input_size < backbone.min_input_size:
         raise ConfigError(f"backbone {backbone.name}: input_size must be >= {backbone.min_input_size}, "
-                          f"got {backbone.input_size}")
+                          f"got {backbone.input_size}; pass {backbone.min_input_size} or more")
 
 
 class ClipBackbone(FlowBackbone):
@@ -380,7 +380,7 @@ class ClipCrops(ImageBackbone):
 
     def __init__(self, clip: ClipBackbone | ClipNetworkBackbone) -> None:
         self.clip = clip
-        self.name = f"{clip.name}:crops"  # type: ignore[misc]  (not registered: named after its network)
+        self.name = f"{clip.name}-crops"  # type: ignore[misc]  (not registered; a folder name of the cache)
         self.input_size = clip.input_size
         self.output_dim = clip.input_size * clip.input_size * 3
 

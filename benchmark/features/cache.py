@@ -166,6 +166,8 @@ class EmbeddingCache:
         `info` (seconds, frames/s, ...) is stored in the commit record next to the key fields; it is
         read at commit time, so the caller may fill it inside the block.
         """
+        if np.dtype(dtype).name not in DTYPES:
+            raise ValueError(f"cache entries hold {' or '.join(DTYPES)}, not {np.dtype(dtype).name}")
         array_path, record_path = self._paths(key)
         started = time.perf_counter()
         try:

@@ -43,6 +43,21 @@ from .base import HEADS, Head, _EpochTracker, check_float, check_int, import_ker
 PREDICT_CLIPS = 16  # clips per forward pass when scoring a video: bounds memory at 224 px
 
 
+def _decay(keras: Any, first: float, last: float, steps: int) -> Any:
+    """The learning rate from `first` to `last` exponentially over `steps` steps, then `last`."""
+
+    class Decay(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step: Any) -> Any:
+            ops = keras.ops
+            progress = ops.minimum(ops.cast(step, "float32") / steps, 1.0)
+            return first * ops.power(last / first, progress)
+
+        def get_config(self) -> dict:
+            return {"first": first, "last": last, "steps": steps}
+
+    return Decay()
+
+
 @contextlib.contextmanager
 def _without_remapping() -> Iterator[None]:
     """Grappler's remapper off while training: on R(2+1)D's padded convolutions its gradient graph logs a
@@ -57,6 +72,10 @@ def _without_remapping() -> Iterator[None]:
         tf.config.optimizer.set_experimental_options({"remapping": True if before is None else before})
 
 
+def _clip_backbones() -> list[str]:
+    return [name for name in BACKBONES.list() if BACKBONES.kind_of(name) == "clip"]
+
+
 @HEADS.register("finetune")
 class FinetuneHead(Head):
     """A clip network (`network`, a clip backbone's) -> Dropout(dropout) -> Dense(1, sigmoid), trained end to end.
@@ -68,7 +87,10 @@ class FinetuneHead(Head):
         input_size: the crops' side in pixels (set by the pipeline: the backbone's input size).
         clip_length, clip_stride: frames per clip and their spacing (the reference: 16 at stride 1).
         clips_per_epoch: training clips per epoch (frames drawn by sample weight).
-        final_learning_rate: the learning rate at the fit's last step (the reference decays 1e-3 to 5e-5).
+        final_learning_rate: the learning rate reached after `decay_epochs` epochs (the reference decays 1e-3 to
+            5e-5), kept after them.
+        decay_epochs: the epochs of that decay. Not tied to `max_epochs`: a model refit for fewer epochs (the
+            epoch the search chose) follows the same learning rates as the fold models it was chosen on.
         momentum: SGD momentum (the reference: 0.9).
         **common: batch_size (clips per step), learning_rate (the first step's), dropout, max_epochs,
             patience, seed (see `Head`). sequence_length and feature_norm do not apply: a clip's frames are
@@ -79,32 +101,36 @@ class FinetuneHead(Head):
 
     def __init__(self, *, network: str | None = None, network_weights: str = "none", input_size: int | None = None,
                  clip_length: int = 16, clip_stride: int = 1, clips_per_epoch: int = 512,
-                 final_learning_rate: float = 5e-5, momentum: float = 0.9, batch_size: int = 8,
-                 learning_rate: float = 1e-3, dropout: float = 0.64, max_epochs: int = 10, patience: int = 3,
+                 final_learning_rate: float = 5e-5, decay_epochs: int = 10, momentum: float = 0.9,
+                 batch_size: int = 8, learning_rate: float = 1e-3, dropout: float = 0.64, max_epochs: int = 10, patience: int = 3,
                  feature_norm: str = "none", **common: Any) -> None:
         super().__init__(batch_size=batch_size, learning_rate=learning_rate, dropout=dropout, max_epochs=max_epochs,
                          patience=patience, feature_norm=feature_norm, **common)
         self.network, self.network_weights, self.input_size = network, network_weights, input_size
         self.clip_length, self.clip_stride, self.clips_per_epoch = clip_length, clip_stride, clips_per_epoch
-        self.final_learning_rate, self.momentum = final_learning_rate, momentum
+        self.final_learning_rate, self.decay_epochs, self.momentum = final_learning_rate, decay_epochs, momentum
 
     def _validate_architecture(self) -> None:
         check_int(self, "clip_length", minimum=1, hint="the reference uses 16")
         check_int(self, "clip_stride", minimum=1, hint="the reference uses 1")
         check_int(self, "clips_per_epoch", minimum=1)
+        check_int(self, "decay_epochs", minimum=1)
         check_float(self, "final_learning_rate", low=0.0, low_inclusive=False)
         check_float(self, "momentum", low=0.0, high=1.0)
         if self.final_learning_rate > self.learning_rate:
             raise ConfigError(f"head {self.name}: final_learning_rate {self.final_learning_rate} is above "
                               f"learning_rate {self.learning_rate}; the schedule decays, so set it lower")
         if self.network is not None and BACKBONES.kind_of(self.network) != "clip":
-            raise ConfigError(f"head {self.name}: network {self.network} is not a clip backbone")
+            raise ConfigError(f"head {self.name}: network {self.network} is not a clip backbone; pair the head "
+                              f"with one of {', '.join(_clip_backbones())}")
+        if self.feature_norm != "none" or self.input_blocks is not None:
+            raise ConfigError(f"head {self.name}: feature_norm and input_blocks do not apply (the network scales its "
+                              "own pixels, of one clip backbone); leave them out of its search space")
 
     def _require_network(self) -> None:
         if self.network is None or self.input_size is None:
-            clips = ", ".join(n for n in BACKBONES.list() if BACKBONES.kind_of(n) == "clip")
             raise ConfigError(f"head {self.name}: no clip network to train; pair it with a clip backbone "
-                              f"({clips}), e.g. --backbones r2plus1d_18 --heads finetune")
+                              f"({', '.join(_clip_backbones())}), e.g. --backbones r2plus1d_18 --heads finetune")
 
     @property
     def offsets(self) -> list[int]:
@@ -130,9 +156,10 @@ class FinetuneHead(Head):
             clips = keras.Input((self.clip_length, self.input_size, self.input_size, 3), name="clip_pixels")
             x = keras.layers.Dropout(self.dropout, name="dropout")(network(clips))
             outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="clip_probability")(x)
+            # Built under the policy: compile then scales the loss (float16 gradients would underflow).
+            return keras.Model(clips, outputs, name=f"{self.network}_finetune")
         finally:
             keras.mixed_precision.set_global_policy(policy)
-        return keras.Model(clips, outputs, name=f"{self.network}_finetune")
 
     def _frames(self, X: np.ndarray, what: str) -> np.ndarray:
         """A video's cached crops (frames, size * size * 3) as (frames, size, size, 3) pixels."""
@@ -153,9 +180,15 @@ class FinetuneHead(Head):
         self._require_network()
         videos = [self._frames(np.asarray(Xv), f"training video {k + 1}") for k, Xv in enumerate(X)]
         labels = [np.asarray(yv, np.float32).reshape(-1) for yv in y]
-        weights = np.concatenate([np.asarray(w, np.float64).reshape(-1) for w in sample_weight])
+        per_video = [np.asarray(w, np.float64).reshape(-1) for w in sample_weight]
+        for k, (frames, yv, wv) in enumerate(zip(videos, labels, per_video, strict=True)):
+            if not len(frames) == len(yv) == len(wv):
+                raise DataError(f"training video {k + 1}: {len(frames)} frames of crops, {len(yv)} labels, {len(wv)} "
+                                "sample weights; each needs one per frame (crop the video again)")
+        weights = np.concatenate(per_video) if per_video else np.zeros(0)
         if not len(weights) or weights.sum() <= 0:
-            raise DataError(f"head {self.name}: no training frame with a positive sample weight")
+            raise DataError(f"head {self.name}: no training frame with a positive sample weight; train on videos "
+                            "that show the behaviour")
         owner = np.concatenate([np.full(len(v), k) for k, v in enumerate(videos)])
         frame = np.concatenate([np.arange(len(v)) for v in videos])
         val_frames = val_labels = None
@@ -164,16 +197,15 @@ class FinetuneHead(Head):
             val_labels = np.asarray(val[1]).reshape(-1)
             if len(val_labels) != len(val_frames) or not (val_labels == 1).any():
                 raise DataError(f"validation video: {len(val_frames)} frames, {len(val_labels)} labels, "
-                                f"{int((val_labels == 1).sum())} positive; it needs one label per frame and a positive")
+                                f"{int((val_labels == 1).sum())} positive; it needs one label per frame and a positive "
+                                "one: choose a validation video showing the behaviour, or pass val=None")
 
         keras = import_keras()
         keras.utils.set_random_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         model = self.build_model(0, pretrained=True)
         steps = math.ceil(self.clips_per_epoch / self.batch_size)
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            self.learning_rate, decay_steps=max(steps * self.max_epochs - 1, 1),
-            decay_rate=self.final_learning_rate / self.learning_rate)
+        schedule = _decay(keras, self.learning_rate, self.final_learning_rate, max(steps * self.decay_epochs - 1, 1))
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=self.momentum),
                       loss="binary_crossentropy")
         forward = self._compiled_forward(model)

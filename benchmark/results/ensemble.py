@@ -31,6 +31,7 @@ import numpy as np
 
 from ...core.errors import ConfigError
 from ..backbones import backbone_kind
+from ..heads import HEADS
 from ..metrics import frame_metrics
 from ..postprocess import PostProcess, choose_threshold, tune_postprocess
 from .refit import TestVideo, score_test_set, video_pr_auc
@@ -182,7 +183,9 @@ def _sum_costs(row: PairResult, members: Sequence[PairResult]) -> None:
 
     row.search_cpu_seconds = total([m.search_cpu_seconds for m in members])
     row.refit_cpu_seconds = total([m.refit_cpu_seconds for m in members])
-    by_backbone = {m.backbone: m.embedding_seconds_per_frame for m in members}
+    # Keyed by what was embedded: a finetune pair's crops and the same backbone's embeddings are two passes.
+    by_backbone = {(m.backbone, m.head in HEADS.list() and HEADS.get(m.head).reads_crops): m.embedding_seconds_per_frame
+                   for m in members}
     row.embedding_seconds_per_frame = total(list(by_backbone.values()))
     row.n_params = sum(m.n_params for m in members)
     rates = [m.inference_fps for m in members]
