@@ -203,9 +203,12 @@ class _EmbeddingCosts:
             return {"seconds_per_frame": self.decode("tracker", 64),
                     "dim": int(build_backbone(part, self.dataset).output_dim)}
         model = self.store.get(_probe_key("model", part), lambda: measure_model(part, self.dataset), part, self.say)
-        mode = "tracker" if self.dataset.crop.mode == "tracker" else "full"  # pose-centred crops cost what full ones do
-        return {"seconds_per_frame": model["seconds_per_frame"] + self.decode(mode, int(model["input_size"])),
+        return {"seconds_per_frame": model["seconds_per_frame"] + self.crop_decode(int(model["input_size"])),
                 "dim": model["dim"]}
+
+    def crop_decode(self, size: int) -> float:
+        """Decoding and cropping the dataset's crops at `size` px (pose-centred crops cost what full ones do)."""
+        return self.decode("tracker" if self.dataset.crop.mode == "tracker" else "full", size)
 
 
 def measure_head(head_name: str, params: Mapping[str, Any], dim: int, fold_frames: tuple[int, int] = (0, 0)
@@ -471,13 +474,12 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
             todo = [e for e in todo if e not in done]
         embedding[part] = sum(frames[e.id] for e in todo) * float(embed_cost[part]["seconds_per_frame"])
     if any(HEADS.get(h).reads_crops for h in plan.heads):  # a clip network's crops: decoding only
-        mode = "tracker" if dataset.crop.mode == "tracker" else "full"
         for part in (p for p in all_parts if BACKBONES.kind_of(p) == "clip"):
             crops = build_backbone(part, dataset, weights="none", crops=True)
             todo = [e for e in dataset.videos
                     if cache is None or cache.record(cache_key(dataset, e, crops, dataset.crop)) is None]
             cached[crops.name] = len(dataset.videos) - len(todo)
-            embedding[crops.name] = sum(frames[e.id] for e in todo) * costs.decode(mode, crops.input_size)
+            embedding[crops.name] = sum(frames[e.id] for e in todo) * costs.crop_decode(crops.input_size)
 
     n_folds = len(train)
     fold_frames = [(sum(frames[e.id] for e in train) - frames[v.id], frames[v.id]) for v in train]

@@ -19,8 +19,6 @@ import pandas as pd
 
 from ..core.hashing import content_hash
 from .backbones.base import Backbone
-from .backbones.clips import ClipCrops
-from .backbones.fused import FusedBackbone
 from .data.labels import read_labels
 from .data.manifest import Dataset
 from .features.cache import EmbeddingCache
@@ -60,17 +58,8 @@ def embed_videos(dataset: Dataset, backbone: Backbone, cache: EmbeddingCache, vi
         seconds_per_frame=float(np.mean([r.compute_seconds_per_frame for r in results])),
         cache_keys={v: cache_key(dataset, dataset.video(v), backbone, dataset.crop).digest for v in video_ids},
         computed=sum(r.computed for r in results),
-        head_params=head_params(backbone),
+        head_params=backbone.head_params(),
     )
-
-
-def head_params(backbone: Backbone) -> dict[str, Any]:
-    """The head parameters that follow from the backbone (see `EmbeddedVideos.head_params`)."""
-    if isinstance(backbone, FusedBackbone):
-        return {"input_blocks": tuple(backbone.part_widths())}
-    if isinstance(backbone, ClipCrops):
-        return backbone.head_params()
-    return {}
 
 
 def read_video_labels(dataset: Dataset, video_ids: Iterable[str], n_frames: Mapping[str, int]) -> dict[str, pd.DataFrame]:

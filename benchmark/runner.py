@@ -37,7 +37,7 @@ from ..tracking.schema import (
     TAG_WEIGHTS,
     trial_label,
 )
-from .backbones import BACKBONES, build_backbone, check_backbone_names, crop_parts, part_kinds, part_names
+from .backbones import build_backbone, check_backbone_names, crop_parts, names_of_kind, part_kinds, part_names
 from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
@@ -223,11 +223,10 @@ def _check_stores_agree(storage: Any, tracker: Tracker, plan: RunPlan) -> None:
 def _check_finetune_pairs(backbones: list[str], heads: list[str]) -> None:
     """A head that trains a clip network pairs with clip backbones only: say so before anything runs."""
     trainers = [head for head in heads if HEADS.get(head).reads_crops]
-    others = [name for name in backbones if len(part_names(name)) > 1 or BACKBONES.kind_of(name) != "clip"]
+    others = [name for name in backbones if name not in names_of_kind("clip")]
     if trainers and others:
-        clips = " ".join(n for n in BACKBONES.list() if BACKBONES.kind_of(n) == "clip")
         raise ConfigError(f"--heads {trainers[0]} trains a clip network end to end, so it pairs with clip backbones "
-                          f"only ({clips}), not {', '.join(others)}; run it apart, e.g. --backbones r2plus1d_18 "
+                          f"only ({' '.join(names_of_kind('clip'))}), not {', '.join(others)}; run it apart, e.g. --backbones r2plus1d_18 "
                           f"--heads {trainers[0]}")
 
 

@@ -17,9 +17,9 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, crops: b
     backbone's input crops instead of its embeddings (for a head that trains the network itself)."""
     if crops:
         if len(part_names(name)) > 1 or BACKBONES.kind_of(name) != "clip":
-            clips = ", ".join(n for n in BACKBONES.list() if BACKBONES.kind_of(n) == "clip")
             raise ConfigError(f"backbone {name}: the finetune head trains a clip network end to end, so it pairs "
-                              f"with a clip backbone only ({clips}); use another head with {name}")
+                              f"with a clip backbone only ({', '.join(names_of_kind('clip'))}); use another head "
+                              f"with {name}")
         return build_backbone(name, dataset, weights, **params).crops()
     parts = part_names(name)
     if len(parts) > 1:
@@ -37,6 +37,11 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, crops: b
     if weights is not None:
         params["weights"] = weights
     return factory(**params)
+
+
+def names_of_kind(kind: str) -> list[str]:
+    """The registered backbones of one kind ("clip": those a finetune head can train)."""
+    return [name for name in BACKBONES.list() if BACKBONES.kind_of(name) == kind]
 
 
 def crop_parts(names: list[str], dataset=None, weights: str | None = None) -> list[Backbone]:  # noqa: ANN001
@@ -74,5 +79,5 @@ def check_backbone_names(option: str, names: list[str]) -> None:
             raise ConfigError(f"{option} {name}: a fused backbone names each part once; e.g. mobilenet_v2+track")
 
 
-__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "part_kinds",
-            "part_names"]
+__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "names_of_kind",
+            "part_kinds", "part_names"]

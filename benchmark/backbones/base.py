@@ -38,6 +38,11 @@ class Backbone(ABC):
         """Everything about this backbone that changes its output; part of the cache key."""
         return {"backbone": self.name, "weights": self.weights_id}
 
+    def head_params(self) -> dict[str, Any]:
+        """Head parameters that follow from this backbone's output, set by the pipeline and never searched
+        (a fused backbone's `input_blocks`; the clip network a finetune head trains)."""
+        return {}
+
 
 class ImageBackbone(Backbone):
     kind = "image"
@@ -51,6 +56,12 @@ class ImageBackbone(Backbone):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "input_size": self.input_size}
+
+    def check_images(self, images: np.ndarray) -> None:
+        """ValueError unless `images` is a batch of this backbone's crops."""
+        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
+                             f"got {images.shape}")
 
     def start_video(self, heading: np.ndarray | None = None) -> None:
         """Called before the first batch of each video; a backbone that looks across frames resets here.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,30 +64,60 @@ def gather_clips(frames: np.ndarray, centres: np.ndarray, offsets: list[int], fi
     return frames[index]
 
 
-def _set_clip_shape(backbone: Any, clip_length: int, clip_stride: int, input_size: int | None, **more: int) -> None:
-    """Check and set a clip backbone's clip length, stride and crop size (ConfigError naming the option)."""
-    for option, value in (("clip_length", clip_length), ("clip_stride", clip_stride), *more.items()):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"backbone {backbone.name}: {option} must be an integer >= 1, got {value!r}")
-    backbone.clip_length, backbone.clip_stride = clip_length, clip_stride
-    backbone.input_size = int(input_size or backbone.default_input_size)
-    if backbone.input_size < backbone.min_input_size:
-        raise ConfigError(f"backbone {backbone.name}: input_size must be >= {backbone.min_input_size}, "
-                          f"got {backbone.input_size}; pass {backbone.min_input_size} or more")
-
-
-class ClipBackbone(FlowBackbone):
-    """A 2D ImageNet CNN inflated to a 3D one, embedding each frame from its centred clip."""
+class ClipStream(FlowBackbone):
+    """What every clip backbone shares: crops in video order, each frame embedded from its centred clip of
+    `clip_length` frames `clip_stride` apart, the network's input crops for the finetune head (`crops`)."""
 
     kind = "clip"
-    default_input_size = 224
+    default_input_size: ClassVar[int]
     min_input_size = 32
+
+    def _set_shape(self, clip_length: int, clip_stride: int, input_size: int | None, **more: int) -> None:
+        """Check and set the clip length, stride and crop size (ConfigError naming the option)."""
+        for option, value in (("clip_length", clip_length), ("clip_stride", clip_stride), *more.items()):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"backbone {self.name}: {option} must be an integer >= 1, got {value!r}")
+        self.clip_length, self.clip_stride = clip_length, clip_stride
+        self.input_size = int(input_size or self.default_input_size)
+        if self.input_size < self.min_input_size:
+            raise ConfigError(f"backbone {self.name}: input_size must be >= {self.min_input_size}, "
+                              f"got {self.input_size}; pass {self.min_input_size} or more")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "clip_length": self.clip_length, "clip_stride": self.clip_stride}
+
+    @functools.cached_property
+    def clip_offsets(self) -> list[int]:
+        """The clip of frame t, relative to t: 8 frames before it and 7 after at 16 frames, as the reference."""
+        return centred_offsets(self.clip_length, self.clip_stride)
+
+    def crops(self) -> ClipCrops:
+        """The backbone whose rows are this network's input crops (what the finetune head trains on)."""
+        return ClipCrops(self)
+
+    @abstractmethod
+    def build(self) -> Any:
+        """The frozen mode's Keras model, built once."""
+
+    @abstractmethod
+    def network(self, clip_length: int | None = None, pretrained: bool = True) -> Any:
+        """The finetune mode's network: (batch, clip_length, size, size, 3) pixels in [0, 255] -> (batch,
+        features). `pretrained`: start from the weights (else random: the caller loads a fine-tuned model's own)."""
+
+    def parameter_count(self) -> int:
+        return int(self.build().count_params())
+
+
+class ClipBackbone(ClipStream):
+    """A 2D ImageNet CNN inflated to a 3D one, embedding each frame from its centred clip."""
+
+    default_input_size = 224
     output_dim = MobileNetV2.output_dim
     preprocessing = "scale to [-1, 1]; inflated 3D network over the video; mean over each frame's centred clip"
 
     def __init__(self, clip_length: int = 16, clip_stride: int = 1, temporal: int = DEFAULT_TEMPORAL,
                  input_size: int | None = None, weights: str | os.PathLike | None = "imagenet") -> None:
-        _set_clip_shape(self, clip_length, clip_stride, input_size, temporal=temporal)
+        self._set_shape(clip_length, clip_stride, input_size, temporal=temporal)
         self.temporal = temporal
         # The 2D network whose weights are inflated: ImageNet's, none, or a file (its errors are its own).
         self._flat = MobileNetV2(weights=weights if weights is not None else "none", input_size=self.input_size)
@@ -103,8 +134,7 @@ class ClipBackbone(FlowBackbone):
         return self._flat.weights
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "clip_length": self.clip_length, "clip_stride": self.clip_stride,
-                "temporal": self.temporal}
+        return {**super().describe(), "temporal": self.temporal}
 
     def start_video(self, heading: np.ndarray | None = None) -> None:
         self._crops: np.ndarray | None = None  # preprocessed crops still needed, from video frame _crops_start
@@ -140,11 +170,6 @@ class ClipBackbone(FlowBackbone):
         before = sum((layer.temporal - 1) // 2 * layer.time_dilation for layer in layers)
         return before, sum((layer.temporal - 1) * layer.time_dilation for layer in layers) - before
 
-    @functools.cached_property
-    def clip_offsets(self) -> list[int]:
-        """The clip of frame t, relative to t: 8 frames before it and 7 after at 16 frames, as the reference."""
-        return centred_offsets(self.clip_length, self.clip_stride)
-
     def network(self, clip_length: int | None = None, pretrained: bool = True) -> Any:
         """The finetune mode's network: (batch, clip_length, size, size, 3) pixels in [0, 255] -> (batch, 1280),
         MobileNetV2 inflated with its scaling in front and pooled over the clip's frames and space.
@@ -160,16 +185,10 @@ class ClipBackbone(FlowBackbone):
         scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(clip)
         return keras.Model(clip, inflated(scaled), name=f"{self.name}_network")
 
-    def crops(self) -> ClipCrops:
-        """The backbone whose rows are this network's input crops (what the finetune head trains on)."""
-        return ClipCrops(self)
-
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """The embeddings of the frames whose clip is complete: a frame's clip and receptive field reach
         frames after it, so the last ones of a batch wait for the next batch (or `finish_video`)."""
-        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
-                             f"got {images.shape}")
+        self.check_images(images)
         before, after = self.context
         frames = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # MobileNetV2's input scaling
         if self._crops is None:  # a video's start: its first frame stands in for the frames before it
@@ -219,31 +238,25 @@ class ClipBackbone(FlowBackbone):
             raise DataError(f"{self.name}: non-finite embeddings; check the weights file")
         return out
 
-    def parameter_count(self) -> int:
-        return int(self.build().count_params())
-
 
 @BACKBONES.register("i3d_inflated_mobilenet_v2")
 class InflatedMobileNetV2(ClipBackbone):
     """MobileNetV2's ImageNet weights inflated to 3D (I3D recipe); 16-frame clips at stride 1, as the reference."""
 
 
-class ClipNetworkBackbone(FlowBackbone):
+class ClipNetworkBackbone(ClipStream):
     """A 3D CNN built for clips (strides over time): frame t's embedding is the network's pooled output on
     the `clip_length` frames around t, every `clip_stride`-th (beyond the video's ends, its first and last
     frames stand in). Crops arrive in order; a batch returns the frames whose clip it completes, and
     `finish_video` the rest, as `ClipBackbone`."""
 
-    kind = "clip"
-    default_input_size: ClassVar[int]
-    min_input_size = 32
     builder: ClassVar[str]  # "module:function" building the network (input_size, clip_length) -> keras.Model
     convert_hint: ClassVar[str]  # the conversion command of its Kinetics checkpoint, for error messages
     clips_per_batch = 8  # clips per forward pass: bounds memory at 16 x 224 x 224 x 3 per clip
 
     def __init__(self, clip_length: int = 16, clip_stride: int = 1, input_size: int | None = None,
                  weights: str | os.PathLike | None = "imagenet") -> None:
-        _set_clip_shape(self, clip_length, clip_stride, input_size)
+        self._set_shape(clip_length, clip_stride, input_size)
         self.weights = self._normalise_weights(weights)
         self._weights_id = self.weights if self.weights == "none" else f"file:{file_sha256(self.weights)[:16]}"
         self._model: Any = None
@@ -266,13 +279,6 @@ class ClipNetworkBackbone(FlowBackbone):
     @property
     def weights_id(self) -> str:
         return f"{CLIP_VERSION}:{self._weights_id}"
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "clip_length": self.clip_length, "clip_stride": self.clip_stride}
-
-    @functools.cached_property
-    def clip_offsets(self) -> list[int]:
-        return centred_offsets(self.clip_length, self.clip_stride)
 
     def network(self, clip_length: int | None = None, pretrained: bool = True) -> Any:
         """(batch, clip_length, size, size, 3) pixels in [0, 255] -> (batch, features), with the weights file
@@ -303,9 +309,6 @@ class ClipNetworkBackbone(FlowBackbone):
         self._model, self._forward = model, forward
         return model
 
-    def crops(self) -> ClipCrops:
-        return ClipCrops(self)
-
     def start_video(self, heading: np.ndarray | None = None) -> None:
         self._frames: np.ndarray | None = None  # crops still needed, from video frame _first
         self._first = 0
@@ -313,9 +316,7 @@ class ClipNetworkBackbone(FlowBackbone):
         self._emitted = 0
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
-                             f"got {images.shape}")
+        self.check_images(images)
         self._frames = images.copy() if self._frames is None else np.concatenate([self._frames, images])
         self._received += len(images)
         return self._emit(self._received - 1 - max(self.clip_offsets))
@@ -346,9 +347,6 @@ class ClipNetworkBackbone(FlowBackbone):
             raise DataError(f"{self.name}: non-finite embeddings; check the weights file")
         return out
 
-    def parameter_count(self) -> int:
-        return int(self.build().count_params())
-
 
 @BACKBONES.register("i3d")
 class I3D(ClipNetworkBackbone):
@@ -378,7 +376,7 @@ class ClipCrops(ImageBackbone):
 
     cache_dtype = np.uint8
 
-    def __init__(self, clip: ClipBackbone | ClipNetworkBackbone) -> None:
+    def __init__(self, clip: ClipStream) -> None:
         self.clip = clip
         self.name = f"{clip.name}-crops"  # type: ignore[misc]  (not registered; a folder name of the cache)
         self.input_size = clip.input_size
@@ -397,9 +395,7 @@ class ClipCrops(ImageBackbone):
         return {**super().describe(), "network": self.clip.name}
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
-                             f"got {images.shape}")
+        self.check_images(images)
         return np.ascontiguousarray(images, np.uint8).reshape(len(images), -1)
 
     def head_params(self) -> dict[str, Any]:

@@ -116,9 +116,7 @@ class _FlowStream(FlowBackbone):
 
     def _flows(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 crops, the next of this video -> (B, S, S, 2) float32 flow into each."""
-        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, "
-                             f"got {images.shape}")
+        self.check_images(images)
         flows = np.zeros((*images.shape[:3], 2), np.float32)
         for index, current in enumerate(grey(images)):
             if self._previous is not None:

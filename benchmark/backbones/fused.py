@@ -50,6 +50,9 @@ class FusedBackbone(Backbone):
 
     # -- the per-part scaling -----------------------------------------------------------------
 
+    def head_params(self) -> dict[str, Any]:
+        return {"input_blocks": self.part_widths()}
+
     def part_widths(self) -> tuple[int, ...]:
         """Each part's number of columns in the joined embedding (known once a video was joined)."""
         if self.widths is None:

@@ -129,10 +129,7 @@ class KerasApplicationBackbone(ImageBackbone):
         return model
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(
-                f"{self.name} expects (B, {self.input_size}, {self.input_size}, 3) images, got {images.shape}"
-            )
+        self.check_images(images)
         self.build()
         return self._forward(np.ascontiguousarray(images, dtype=np.uint8)).numpy().astype(np.float32, copy=False)
 

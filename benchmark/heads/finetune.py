@@ -35,7 +35,7 @@ from sklearn.metrics import average_precision_score
 
 from ...core.errors import ConfigError, DataError
 from ...core.interrupts import deferred_interrupts, raise_if_interrupted
-from ..backbones import BACKBONES
+from ..backbones import BACKBONES, names_of_kind
 from ..backbones.clips import centred_offsets, gather_clips
 from ..tf_runtime import mixed_precision_supported
 from .base import HEADS, Head, _EpochTracker, check_float, check_int, import_keras
@@ -70,10 +70,6 @@ def _without_remapping() -> Iterator[None]:
         yield
     finally:
         tf.config.optimizer.set_experimental_options({"remapping": True if before is None else before})
-
-
-def _clip_backbones() -> list[str]:
-    return [name for name in BACKBONES.list() if BACKBONES.kind_of(name) == "clip"]
 
 
 @HEADS.register("finetune")
@@ -120,9 +116,9 @@ class FinetuneHead(Head):
         if self.final_learning_rate > self.learning_rate:
             raise ConfigError(f"head {self.name}: final_learning_rate {self.final_learning_rate} is above "
                               f"learning_rate {self.learning_rate}; the schedule decays, so set it lower")
-        if self.network is not None and BACKBONES.kind_of(self.network) != "clip":
+        if self.network is not None and self.network not in names_of_kind("clip"):
             raise ConfigError(f"head {self.name}: network {self.network} is not a clip backbone; pair the head "
-                              f"with one of {', '.join(_clip_backbones())}")
+                              f"with one of {', '.join(names_of_kind('clip'))}")
         if self.feature_norm != "none" or self.input_blocks is not None:
             raise ConfigError(f"head {self.name}: feature_norm and input_blocks do not apply (the network scales its "
                               "own pixels, of one clip backbone); leave them out of its search space")
@@ -130,7 +126,7 @@ class FinetuneHead(Head):
     def _require_network(self) -> None:
         if self.network is None or self.input_size is None:
             raise ConfigError(f"head {self.name}: no clip network to train; pair it with a clip backbone "
-                              f"({', '.join(_clip_backbones())}), e.g. --backbones r2plus1d_18 --heads finetune")
+                              f"({', '.join(names_of_kind('clip'))}), e.g. --backbones r2plus1d_18 --heads finetune")
 
     @property
     def offsets(self) -> list[int]:
