@@ -12,6 +12,8 @@ from mbr_bench.benchmark.backbones.motion import (
     Arena,
     MotionSettings,
     arena_features,
+    displacement_signals,
+    span_speed,
     speed_signals,
     window_frames,
     window_stats,
@@ -73,6 +75,48 @@ def test_immobility_ignores_jitter_but_not_walking() -> None:
     assert immobile_walk.max() == 0.0
 
 
+def test_span_speed_measures_net_movement_not_jitter() -> None:
+    rng = np.random.default_rng(2)
+    fps = 50.0
+    still = np.full((500, 1, 2), 200.0) + rng.normal(0, 1.0, size=(500, 1, 2))  # 1 px jitter
+    walk = np.cumsum(np.full((500, 1, 2), 0.6), axis=0)  # 0.6 px/frame each way: 42.4 px/s
+    one_frame = np.hypot(*np.diff(still[:, 0], axis=0).T) * fps  # jitter alone reads ~90 px/s
+    assert np.median(one_frame) > 50.0
+    for seconds in (0.2, 1.0, 2.0):
+        assert np.median(span_speed(still, fps, seconds)) < 15.0 / seconds  # falls as the window grows
+        inside = span_speed(walk, fps, seconds)[100:-100]  # the ends repeat the first and last positions
+        np.testing.assert_allclose(inside, 0.6 * np.sqrt(2) * fps, rtol=1e-6)
+
+
+def test_span_speed_matches_a_loop_centred_and_causal() -> None:
+    x = np.random.default_rng(4).normal(size=(60, 2, 2)).cumsum(axis=0)
+    fps, seconds, half = 10.0, 0.8, 4  # halves of 4 frames
+
+    def ending_at(t: int) -> np.ndarray:  # mean of frames t-3..t, the first frame standing in before the video
+        return x[np.clip(np.arange(t - half + 1, t + 1), 0, None)].mean(axis=0)
+
+    for causal in (False, True):
+        got = span_speed(x, fps, seconds, causal)
+        for t in range(len(x)):
+            if causal:  # frames t-3..t against the 4 before them (the first frame's before there are 8)
+                earlier, later = ending_at(max(t - half, 0)), ending_at(t)
+            else:  # frames t+1..t+4 against t-3..t (the last full measure near the end)
+                s = min(t, len(x) - 1 - half)
+                earlier, later = ending_at(s), ending_at(s + half)
+            np.testing.assert_allclose(got[t], np.hypot(*(later - earlier).T) * fps / half, atol=1e-9)
+
+
+def test_causal_displacement_never_sees_the_future() -> None:
+    x = np.zeros((100, 1, 2))
+    x[60:, 0, 0] = 50.0  # a jump at frame 60
+    causal = displacement_signals(x, 10.0, 1.0, MotionSettings((1.0,), causal=True))
+    centred = displacement_signals(x, 10.0, 1.0, MotionSettings((1.0,), causal=False))
+    assert causal[:60].max() == 0.0 and causal[60:65].min() > 0.0
+    assert centred[55:60].min() > 0.0  # a centred window sees it coming
+    immobile = speed_signals(x, 10.0, 1.0, body=10.0, causal=True)[:, 2]
+    assert immobile[:60].min() == 1.0  # causal immobility, too, knows nothing of the jump before it
+
+
 def test_arena_features_find_walls_and_corners() -> None:
     arena = Arena(0, 0, 100, 100)
     centre = np.array([[50.0, 50.0], [5.0, 50.0], [5.0, 5.0]])
@@ -103,6 +147,11 @@ def _walking_pose(n: int = 300, fps: float = 25.0, seed: int = 0, parts: tuple[s
     return Pose(Path("walk.csv"), parts, xy, np.ones((n, len(parts))))
 
 
+def _first_column(groups: dict[str, int], name: str) -> int:
+    names = list(groups)
+    return sum(groups[k] for k in names[: names.index(name)])
+
+
 def test_pose_v2_shape_groups_and_determinism() -> None:
     pose = _walking_pose()
     backbone = PoseFeatures()
@@ -122,7 +171,7 @@ def test_pose_v1_is_still_reachable_and_unchanged_in_size() -> None:
     # positions and speeds (4P), distances, centre speed and turning, 2 segments (midbody-snout, tailbase-midbody)
     assert backbone.output_dim_for(PARTS) == 4 * 3 + 3 + 2 + 2 * 2
     assert backbone.describe()["weights"] == "pose-features-v1"
-    assert PoseFeatures().describe()["weights"] == "pose-features-v2"
+    assert PoseFeatures().describe()["weights"] == "pose-features-v2.1"
 
 
 def test_pose_v2_speeds_follow_px_per_cm() -> None:
@@ -147,6 +196,13 @@ def test_pose_v2_motion_is_multiscale_and_separates_still_from_moving() -> None:
     # the 2 s window mean of the centre's log speed (signal index P = 3)
     col = start + 3 * 4 * n_signals + 0 * n_signals + len(PARTS)
     assert backbone.embed_pose(moving, 25.0)[:, col].min() > backbone.embed_pose(still, 25.0)[:, col].max()
+    # displacement: the centre's net speed over every window, 0.2 s included, where one-frame jitter
+    # (0.5 px per frame at 25 fps) is as fast as the walk's slowest moments
+    start = _first_column(groups, "displacement")
+    assert groups["displacement"] == 4 * (len(PARTS) + 1)
+    for w in range(4):
+        col = start + w * (len(PARTS) + 1) + len(PARTS)
+        assert backbone.embed_pose(moving, 25.0)[:, col].min() > backbone.embed_pose(still, 25.0)[:, col].max()
 
 
 def test_pose_v2_uses_the_manifest_arena() -> None:
@@ -157,7 +213,7 @@ def test_pose_v2_uses_the_manifest_arena() -> None:
     groups = backbone.groups(PARTS)
     assert not np.allclose(estimated, given)
     # walls 100+ px away from a circle of radius 80 round (200, 200) in a 1000 px box: >= 1.5 body lengths
-    wall = sum(v for k, v in groups.items() if k in ("posture", "motion", "multiscale"))
+    wall = _first_column(groups, "arena")
     assert given[:, wall].min() > 1.5
     assert estimated[:, wall].min() < 0.2  # the estimated box is the path's own extent
 

@@ -87,7 +87,53 @@ def backward_step(track: np.ndarray) -> np.ndarray:
     return step
 
 
-def speed_signals(tracks: np.ndarray, fps: float, scale: float, body: float) -> np.ndarray:
+def _half_means(tracks: np.ndarray, half: int, causal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean positions of two consecutive spans of `half` frames: (earlier, later) per frame.
+
+    Centred, the earlier span ends at the frame and the later one follows it; causal, the later span
+    ends at the frame. Near a video's end (centred) the last full measure is repeated, and near its
+    start (causal) the earlier span is the first frame's, so no frame looks past the video or,
+    causal, past itself.
+    """
+    ending = uniform_filter1d(tracks, size=half, axis=0, mode="nearest", origin=(half - 1) // 2)  # t-half+1..t
+    n = len(ending)
+    if n <= half:  # too short for two spans: no measurable movement
+        return ending, ending
+    frames = np.arange(n)
+    if causal:
+        earlier = np.maximum(frames - half, 0)
+        later = frames
+    else:
+        earlier = np.minimum(frames, n - 1 - half)
+        later = earlier + half
+    return ending[earlier], ending[later]
+
+
+def span_speed(tracks: np.ndarray, fps: float, seconds: float, causal: bool = False) -> np.ndarray:
+    """(T, K, 2) positions -> (T, K) net speed over `seconds`, in pixels per second.
+
+    The distance between the mean positions of the window's two halves, over the time between
+    them. Tracking jitter (a pixel or so per frame, independent between frames) averages out in
+    the means, so a still animal measures near 0 at any frame rate, unlike its one-frame speed.
+    """
+    half = max(1, window_frames(seconds, fps) // 2)
+    earlier, later = _half_means(tracks, half, causal)
+    step = later - earlier
+    return np.hypot(step[..., 0], step[..., 1]) * fps / half
+
+
+def displacement_signals(tracks: np.ndarray, fps: float, scale: float, settings: MotionSettings) -> np.ndarray:
+    """(T, K, 2) positions in pixels -> (T, K * len(windows)): log1p of the net speed over each window.
+
+    Window-major, then track. `scale` turns pixels into the speed unit, as in `speed_signals`.
+    Where the window statistics of one-frame speeds still count jitter, this says how far the
+    animal actually went: what separates a freeze or a groom from a slow walk.
+    """
+    columns = [np.log1p(span_speed(tracks, fps, seconds, settings.causal) * scale) for seconds in settings.windows]
+    return np.concatenate(columns, axis=1) if columns else np.zeros((len(tracks), 0))
+
+
+def speed_signals(tracks: np.ndarray, fps: float, scale: float, body: float, causal: bool = False) -> np.ndarray:
     """(T, K, 2) positions in pixels -> (T, 3K): log speed, signed log acceleration, immobility.
 
     `scale` turns pixels into the speed unit (1 / body length in pixels, or 1 / px_per_cm);
@@ -100,15 +146,7 @@ def speed_signals(tracks: np.ndarray, fps: float, scale: float, body: float) -> 
     step = backward_step(tracks)
     speed = np.hypot(step[..., 0], step[..., 1]) * fps * scale  # (T, K)
     accel = backward_step(speed) * fps
-    half = max(1, window_frames(IMMOBILE_SPAN, fps) // 2)
-    # Mean over the `half` frames ending at t; the mean of the next half is the same shifted by `half`.
-    before = uniform_filter1d(tracks, size=half, axis=0, mode="nearest", origin=(half - 1) // 2)
-    after = np.concatenate([before[half:], np.repeat(before[-1:], min(half, len(before)), axis=0)])[: len(before)]
-    span = after - before
-    span_speed = np.hypot(span[..., 0], span[..., 1]) * fps / half / body
-    if len(span_speed) > half:  # the last frames have no "after" half: they take the last full measure
-        span_speed[-half:] = span_speed[-half - 1]
-    immobile = (span_speed < IMMOBILE_BODY_LENGTHS_PER_S).astype(np.float64)
+    immobile = (span_speed(tracks, fps, IMMOBILE_SPAN, causal) / body < IMMOBILE_BODY_LENGTHS_PER_S).astype(np.float64)
     return np.concatenate([np.log1p(speed), np.sign(accel) * np.log1p(np.abs(accel)), immobile], axis=1)
 
 

@@ -30,13 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import BACKBONES, PoseBackbone
-from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, backward_step, speed_signals, window_stats
+from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, backward_step, displacement_signals, speed_signals, window_stats
 from ..data.manifest import VideoGeometry
 from ..data.pose import Pose, clean_pose, require_parts, require_tracked
 from ...core.errors import ConfigError, DataError
 
 V1_VERSION = "pose-features-v1"  # bump whenever a feature's definition changes
-V2_VERSION = "pose-features-v2"
+V2_VERSION = "pose-features-v2.1"  # v2.1: net displacement over each window
 CLIP = 10.0
 
 # Named segments whose direction relative to the heading carries posture (head turn, body bend).
@@ -229,8 +229,9 @@ class PoseFeatures(_PoseBackboneBase):
     Per frame, in this order (P body parts, S segments, W windows; see `groups`):
     posture (2P positions + P(P-1)/2 distances + 2S segment angles), motion signals (speed,
     acceleration, immobility of each part and of the centre, turning and elongation: 3(P+1) + 2),
-    their window statistics (mean, std, min, max over each window: 4W x that), arena (4 when the
-    arena is known or estimated, else 0), and each part's likelihood (P).
+    their window statistics (mean, std, min, max over each window: 4W x that), displacement (the
+    net speed of each part and of the centre over each window: W(P+1)), arena (4 when the arena is
+    known or estimated, else 0), and each part's likelihood (P).
     """
 
     version = V2_VERSION
@@ -262,6 +263,7 @@ class PoseFeatures(_PoseBackboneBase):
             "posture": 2 * p + p * (p - 1) // 2 + 2 * len(_segments(bodyparts, self.heading)),
             "motion": n_signals,
             "multiscale": n_signals * len(STATS) * len(self.motion.windows),
+            "displacement": (p + 1) * len(self.motion.windows),
             "arena": 0 if self.arena == "none" else 4,
             "likelihood": p,
         }
@@ -281,11 +283,12 @@ class PoseFeatures(_PoseBackboneBase):
         scale = 1.0 / geometry.px_per_cm if geometry.px_per_cm else 1.0 / track.body
         tracks = np.concatenate([track.xy, track.centre[:, None, :]], axis=1)  # parts, then the centre
         # A part never tracked stays NaN: its signals are 0 (after _finish), never spread by the windows.
-        signals = np.nan_to_num(speed_signals(tracks, fps, scale, track.body), nan=0.0)
+        signals = np.nan_to_num(speed_signals(tracks, fps, scale, track.body, self.motion.causal), nan=0.0)
         turning = np.log1p(np.abs(_turning(track.angle, fps)))[:, None]
         elongation = (track.length / track.body)[:, None]  # shortens when the mouse rears or hunches
         signals = np.concatenate([signals, turning, elongation], axis=1)
-        blocks = [positions, distances, angles, signals, window_stats(signals, fps, self.motion)]
+        displacement = np.nan_to_num(displacement_signals(tracks, fps, scale, self.motion), nan=0.0)
+        blocks = [positions, distances, angles, signals, window_stats(signals, fps, self.motion), displacement]
         if self.arena != "none":
             arena = Arena(*geometry.arena) if geometry.arena else Arena.from_track(track.centre)
             blocks.append(arena_features(track.centre, track.front, arena, track.body))

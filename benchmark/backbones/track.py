@@ -9,6 +9,7 @@ frames cannot see. Per frame, from the blob (see `data.crops.BLOB_COLUMNS`):
   median (the blob shrinks and shortens when the mouse rears or hunches), elongation
   (log major/minor);
 * their statistics over several windows (mean, std, min, max; `motion.py`);
+* displacement: the centre's net speed over each window, which tracking jitter does not inflate;
 * place in the arena: distance to the nearest wall and to being in a corner, in body lengths
   (arena from the manifest, else estimated from the path).
 
@@ -27,9 +28,9 @@ from ...core.errors import ConfigError, DataError
 from ..data.crops import BLOB_COLUMNS
 from ..data.manifest import VideoGeometry
 from .base import BACKBONES, TrackBackbone
-from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, speed_signals, window_stats
+from .motion import ARENA_MODES, DEFAULT_WINDOWS, STATS, Arena, MotionSettings, arena_features, displacement_signals, speed_signals, window_stats
 
-TRACK_VERSION = "track-features-v1"
+TRACK_VERSION = "track-features-v1.1"  # v1.1: net displacement over each window
 CLIP = 10.0
 N_SIGNALS = 7  # speed, acceleration, immobility, turning, area, length, elongation
 _COL = {name: k for k, name in enumerate(BLOB_COLUMNS)}
@@ -60,7 +61,7 @@ class TrackFeatures(TrackBackbone):
     def groups(self) -> dict[str, int]:
         """Feature group -> number of columns, in column order."""
         return {"motion": N_SIGNALS, "multiscale": N_SIGNALS * len(STATS) * len(self.motion.windows),
-                "arena": 0 if self.arena == "none" else 2}
+                "displacement": len(self.motion.windows), "arena": 0 if self.arena == "none" else 2}
 
     def embed_track(self, blobs: np.ndarray, fps: float, geometry: VideoGeometry | None = None) -> np.ndarray:
         geometry = geometry or VideoGeometry()
@@ -73,7 +74,7 @@ class TrackFeatures(TrackBackbone):
         if not body > 0:
             raise DataError("the tracker's blob has no length (median major axis 0); check the video's contrast")
         scale = 1.0 / geometry.px_per_cm if geometry.px_per_cm else 1.0 / body
-        motion = speed_signals(centre[:, None, :], fps, scale, body)  # (T, 3)
+        motion = speed_signals(centre[:, None, :], fps, scale, body, self.motion.causal)  # (T, 3)
         turn = np.zeros(len(blobs))
         if len(blobs) > 1:  # the axis has no front: angles are modulo pi
             turn[1:] = (np.diff(blobs[:, _COL["angle"]]) + np.pi / 2) % np.pi - np.pi / 2
@@ -84,7 +85,8 @@ class TrackFeatures(TrackBackbone):
             elongation = np.log(blobs[:, _COL["major"]] / blobs[:, _COL["minor"]])
         signals = np.column_stack([motion, np.log1p(np.abs(turn) * fps), area, length, elongation])
         signals = np.nan_to_num(signals, nan=0.0, posinf=CLIP, neginf=-CLIP)
-        blocks = [signals, window_stats(signals, fps, self.motion)]
+        blocks = [signals, window_stats(signals, fps, self.motion),
+                  displacement_signals(centre[:, None, :], fps, scale, self.motion)]
         if self.arena != "none":
             arena = Arena(*geometry.arena) if geometry.arena else Arena.from_track(centre)
             blocks.append(arena_features(centre, None, arena, body))

@@ -81,7 +81,7 @@ class Head(ABC):
             `features.sequences.FEATURE_STD_EPSILON` (a constant feature) counts as 1.
             Default DEFAULT_FEATURE_NORM.
         input_blocks: the input's column blocks, left to right, when it joins several embeddings
-            (a fused backbone's part widths, e.g. (1280, 121)); after `feature_norm`, each block is
+            (a fused backbone's part widths, e.g. (1280, 125)); after `feature_norm`, each block is
             weighted by sqrt(narrowest / width), so every block carries the same total variance and
             a wide appearance block cannot drown a narrow movement block at the first layer. Set by
             the pipeline from the backbone, not searched; None (the default): one block.
