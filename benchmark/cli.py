@@ -128,9 +128,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.crop_mode or args.crop_size:
         crop = replace(crop, **{k: v for k, v in (("mode", args.crop_mode), ("size", args.crop_size)) if v})
         dataset = replace(dataset, crop=crop)
-    from .backbones import check_backbone_names, crop_parts, part_kinds
+    from .backbones import check_backbone_names, check_weights, crop_parts, part_kinds
 
     check_backbone_names("--backbone", args.backbone)
+    check_weights(args.weights, args.backbone)
     also_track = any("track" in part_kinds(name) for name in args.backbone)
     companions = crop_parts(args.backbone, dataset, args.weights)  # one crop pass for all image and flow backbones
     cache = _cache(args, _workdir(args))
@@ -440,8 +441,9 @@ def _add_embed(commands: Commands) -> None:
     embed.add_argument("--dataset", required=True, type=Path, help="dataset.yaml")
     embed.add_argument("--backbone", required=True, nargs="+", metavar="NAME",
                        help="one or more backbones (see `mbr-bench backbones`)")
-    embed.add_argument("--weights", default=None,
-                       help="imagenet (default for CNNs; Keras downloads once), none, or a weights file path")
+    embed.add_argument("--weights", default=None, metavar="[NAME=]VALUE,...",
+                       help="backbone weights: imagenet (default for CNNs; Keras downloads once), none, or a file; "
+                            "NAME=VALUE for one backbone, comma-separated, e.g. imagenet,r2plus1d_18=r21d.npz")
     embed.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids")
     embed.add_argument("--crop-mode", choices=["pose", "tracker", "full"], help="override crop.mode of the manifest")
     embed.add_argument("--crop-size", type=int, help="override crop.size (pixels) of the manifest")
@@ -468,7 +470,9 @@ def _plan_options() -> argparse.ArgumentParser:
                         help="tpe: seeded Bayesian search (default); grid: the search space's grid, as the reference")
     parent.add_argument("--search-space", type=Path, metavar="FILE",
                         help="YAML search space overriding the packaged one (keys = head parameters)")
-    parent.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
+    parent.add_argument("--weights", metavar="[NAME=]VALUE,...",
+                        help="backbone weights: imagenet (default), none, or a file; NAME=VALUE for one backbone, "
+                             "comma-separated, e.g. imagenet,r2plus1d_18=r21d.npz")
     return parent
 
 

@@ -37,7 +37,7 @@ from ..tracking.schema import (
     TAG_WEIGHTS,
     trial_label,
 )
-from .backbones import build_backbone, check_backbone_names, crop_parts, names_of_kind, part_kinds, part_names
+from .backbones import backbone_weights, build_backbone, check_backbone_names, check_weights, crop_parts, names_of_kind, part_kinds, part_names
 from .cv import leave_one_video_out, select_folds
 from .data.check import check_pose_parts
 from .data.manifest import Dataset, load_dataset
@@ -171,6 +171,7 @@ def plan_run(options: RunOptions, progress: SearchProgress) -> RunPlan:
     backbones = options.backbones or list(DEMO_BACKBONES if demo else DEFAULT_BACKBONES)
     heads = options.heads or list(DEMO_HEADS if demo else DEFAULT_HEADS)
     check_backbone_names("--backbones", backbones)
+    check_weights(options.weights, backbones)
     check_names("--heads", "head", heads, HEADS.list())
     _check_finetune_pairs(backbones, heads)
     for name in backbones:  # e.g. an image backbone on a pose-only dataset: say so before any search
@@ -303,7 +304,8 @@ def run(options: RunOptions) -> list[PairOutcome]:
             continue
         labels = read_video_labels(dataset, train_ids, embedded.n_frames())
         # What a refit needs to rebuild this pair's inputs without the command line.
-        recipe = {TAG_DATASET: str(dataset.path), TAG_TRAIN_HASH: train_hash, TAG_WEIGHTS: options.weights or "",
+        # The weights this backbone was built with (each part's, when fused), not the whole --weights value.
+        recipe = {TAG_DATASET: str(dataset.path), TAG_TRAIN_HASH: train_hash, TAG_WEIGHTS: backbone_weights(backbone),
                   TAG_BATCH_SIZE: str(options.batch_size)}
         for behaviour in plan.behaviours:
             y = behaviour_labels(labels, behaviour)

@@ -131,10 +131,13 @@ def test_cli_embed_json_reports_computed_then_cached(tiny_dataset, tmp_path, cap
     assert main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert [r["computed"] for r in second["videos"]] == [0] * 6
-    # The pose backbone takes no ImageNet weights; asking for them is a clear error.
-    assert main(["embed", "--dataset", str(path), "--backbone", "pose", "--weights", "imagenet",
+    # The pose backbone has no weights: a value for every backbone passes it by, one named for it is an error.
+    assert main(["embed", "--dataset", str(path), "--backbone", "pose", "--weights", "pose=imagenet",
                  "--workdir", str(tmp_path / "work")]) == 2
-    assert "weights" in capsys.readouterr().err
+    assert "backbone pose has no weights" in capsys.readouterr().err
+    assert main(["embed", "--dataset", str(path), "--backbone", "pose", "--weights", "imagenet",
+                 "--workdir", str(tmp_path / "work"), "--json"]) == 0
+    assert [r["computed"] for r in json.loads(capsys.readouterr().out)["videos"]] == [0] * 3  # the same cache entries
 
 
 def test_unknown_backbone_on_the_command_line(tiny_dataset, capsys):

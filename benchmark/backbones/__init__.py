@@ -3,6 +3,7 @@ from ...core.errors import ConfigError
 from ...core.registry import check_names
 from .base import BACKBONES, Backbone, FlowBackbone, ImageBackbone, PoseBackbone, TrackBackbone
 from .fused import FusedBackbone, part_names
+from .weights_choice import WeightsChoice
 
 __all__ = ["BACKBONES", "Backbone", "FlowBackbone", "FusedBackbone", "ImageBackbone", "PoseBackbone", "TrackBackbone"]
 
@@ -13,7 +14,8 @@ CROP_KINDS = ("image", "flow", "clip")
 def build_backbone(name: str, dataset=None, weights: str | None = None, crops: bool = False,  # noqa: ANN001, ANN201
                    **params):
     """Build a registered backbone, or a fused one (`a+b`), taking pose and motion settings from
-    `dataset` if given. `weights` applies to the image parts of a fused backbone. `crops`: the clip
+    `dataset` if given. `weights` is a --weights value (`weights_choice`: `VALUE` for every part that has
+    weights, `NAME=VALUE` for one; None: each its default). `crops`: the clip
     backbone's input crops instead of its embeddings (for a head that trains the network itself)."""
     if crops:
         if len(part_names(name)) > 1 or BACKBONES.kind_of(name) != "clip":
@@ -23,8 +25,7 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, crops: b
         return build_backbone(name, dataset, weights, **params).crops()
     parts = part_names(name)
     if len(parts) > 1:
-        return FusedBackbone([build_backbone(part, dataset, weights if BACKBONES.kind_of(part) in CROP_KINDS else None)
-                              for part in parts])
+        return FusedBackbone([build_backbone(part, dataset, weights) for part in parts])
     factory = BACKBONES.get(name)
     kind = BACKBONES.kind_of(name)
     if dataset is not None and kind == "pose":
@@ -34,9 +35,39 @@ def build_backbone(name: str, dataset=None, weights: str | None = None, crops: b
     if dataset is not None and kind in ("pose", "track") and hasattr(factory, "groups"):
         for setting, value in dataset.motion.items():  # windows, causal: the motion features' time scales
             params.setdefault(setting, value)
-    if weights is not None:
-        params["weights"] = weights
+    chosen = weights_for(weights, name)
+    if chosen is not None:
+        params["weights"] = chosen
     return factory(**params)
+
+
+def weights_for(weights: str | None, name: str) -> str | None:
+    """Registered backbone `name`'s weights under a --weights value (`weights_choice`); None: its default."""
+    choice = WeightsChoice.parse(weights)
+    if not BACKBONES.get(name).has_weights:
+        if name in choice.names():
+            raise ConfigError(f"--weights {weights}: backbone {name} has no weights (its features are computed); "
+                              f"drop {name}=...")
+        return None
+    return choice.value_for(name)
+
+
+def backbone_weights(backbone: Backbone) -> str:
+    """The --weights value that rebuilds `backbone` as it is (its parts' when fused; "none" without weights)."""
+    return str(getattr(backbone, "weights", "none"))
+
+
+def check_weights(weights: str | None, names: list[str]) -> None:
+    """ConfigError, before any work, for a --weights value that names a backbone this run does not use, one
+    without weights, or an unknown one."""
+    choice = WeightsChoice.parse(weights)
+    used = {part for name in names for part in part_names(name)}
+    for name in choice.names():
+        check_names("--weights", "backbone", [name], BACKBONES.list())
+        if name not in used:
+            raise ConfigError(f"--weights {weights}: backbone {name} is not in this run ({', '.join(names)}); "
+                              f"drop {name}=... or add {name} to the backbones")
+        weights_for(weights, name)
 
 
 def names_of_kind(kind: str) -> list[str]:
@@ -79,5 +110,5 @@ def check_backbone_names(option: str, names: list[str]) -> None:
             raise ConfigError(f"{option} {name}: a fused backbone names each part once; e.g. mobilenet_v2+track")
 
 
-__all__ += ["CROP_KINDS", "backbone_kind", "crop_parts", "build_backbone", "check_backbone_names", "names_of_kind",
-            "part_kinds", "part_names"]
+__all__ += ["CROP_KINDS", "backbone_kind", "backbone_weights", "crop_parts", "build_backbone", "check_backbone_names", "check_weights",
+            "names_of_kind", "part_kinds", "part_names", "weights_for"]

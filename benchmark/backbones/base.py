@@ -28,6 +28,9 @@ class Backbone(ABC):
 
     name: ClassVar[str]  # set by BACKBONES.register
     kind: ClassVar[str]  # "image", "flow", "clip", "pose", "track" (or "fused"); BACKBONES.kind_of(name) reads it
+    # False: computed features, which a run's --weights value passes by. True: `weights` (imagenet, none
+    # or a file) is what `build_backbone(..., weights=)` rebuilds it from.
+    has_weights: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -89,6 +92,7 @@ class FlowBackbone(ImageBackbone):
 
 class PoseBackbone(Backbone):
     kind = "pose"
+    has_weights = False
 
     @abstractmethod
     def output_dim_for(self, bodyparts: tuple[str, ...]) -> int:
@@ -104,6 +108,7 @@ class PoseBackbone(Backbone):
 
 class TrackBackbone(Backbone):
     kind = "track"
+    has_weights = False
     output_dim: int
 
     @abstractmethod

@@ -137,6 +137,7 @@ class FlowHOF(_FlowStream):
     """
 
     default_input_size = 64
+    has_weights = False
     preprocessing = "grey crop -> flow from the previous crop (clip +-20 px, / 20) -> orientation histograms"
 
     def __init__(self, method: str = DEFAULT_METHOD, stack: int = 5, grid: int = 4, bins: int = 8,
@@ -214,6 +215,10 @@ class FlowMobileNetV2(_FlowStream):
         self._rgb = MobileNetV2(weights=weights if weights is not None else "none")
         self._model: Any = None
         self._forward: Any = None
+
+    @property
+    def weights(self) -> str:
+        return self._rgb.weights
 
     @property
     def weights_id(self) -> str:

@@ -41,6 +41,11 @@ class FusedBackbone(Backbone):
         self.widths: tuple[int, ...] | None = None  # each part's columns, known once embedded
 
     @property
+    def weights(self) -> str:
+        """Each part's weights as a --weights value (`mobilenet_v2=imagenet`): what rebuilds this backbone."""
+        return ",".join(f"{part.name}={part.weights}" for part in self.parts if part.has_weights) or "none"
+
+    @property
     def weights_id(self) -> str:
         return SEPARATOR.join(part.weights_id for part in self.parts)
 

@@ -78,7 +78,7 @@ from ...tracking.schema import (
     prediction_artifact,
     with_prefix,
 )
-from ..backbones import CROP_KINDS, build_backbone, part_kinds
+from ..backbones import CROP_KINDS, backbone_weights, build_backbone, part_kinds
 from ..bouts import bout_metrics
 from ..bundle import ModelBundle
 from ..cv import leave_one_video_out
@@ -310,7 +310,7 @@ def refit_pair(tracker: Any, pair_run: Any, settings: RefitSettings, cache: Any,
     else:
         final = _refit_on_all(client, job, embedded, y, settings)
     bundle = ModelBundle(
-        behaviour=job.behaviour, backbone=job.backbone, weights=weights or backbone_default_weights(backbone),
+        behaviour=job.behaviour, backbone=job.backbone, weights=backbone_weights(backbone),
         backbone_config=backbone.describe(), crop=dataset.crop, heading=dataset.heading,
         individual=dataset.individual, heads=final.heads, threshold=final.decision.threshold,
         threshold_rule=final.decision.rule, postprocess=final.decision.postprocess, info={},
@@ -537,11 +537,6 @@ def _log_refit(tracker: Any, job: RefitJob, final: FinalModel, bundle: ModelBund
         if math.isfinite(scores.raw.get(key, math.nan)):
             client.log_metric(pair_run.info.run_id, TEST + key, float(scores.raw[key]))
     return run.run_id
-
-
-def backbone_default_weights(backbone: Any) -> str:
-    """The weights argument that rebuilds `backbone` when the search used the default."""
-    return str(getattr(backbone, "weights", "none"))
 
 
 def load_test_predictions(client: Any, refit_run_id: str) -> list[TestVideo]:
