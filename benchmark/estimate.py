@@ -264,7 +264,7 @@ def measure_finetune(network: str, input_size: int, clip_length: int, batch_size
 
 
 def _finetune_pair(plan: Plan, backbone: str, head_name: str, store: CalibrationStore, configs: list[dict[str, Any]],
-                   folds: list[tuple[int, int]], refit_frames: int, test_frames: int, say: Any) -> PairCost:
+                   folds: list[tuple[int, int]], test_frames: int, say: Any) -> PairCost:
     """A finetune pair's search and leaderboard: per fold, each epoch trains clips_per_epoch clips and scores
     every frame of the validation video by its own clip."""
     size = int(build_backbone(backbone, plan.dataset, weights="none").input_size)
@@ -493,8 +493,8 @@ def estimate_plan(plan: Plan, cache: EmbeddingCache | None, store: CalibrationSt
             space = plan.spaces[head_name]
             configs = space_configs(space, grid=plan.sampler == "grid")
             if HEADS.get(head_name).reads_crops:
-                pairs.append(_finetune_pair(plan, backbone, head_name, store, configs, fold_frames, refit_frames,
-                                            test_frames, say))
+                # An epoch is clips_per_epoch clips however long the videos: the refit's cost needs no frame count.
+                pairs.append(_finetune_pair(plan, backbone, head_name, store, configs, fold_frames, test_frames, say))
                 continue
             dim = sum(int(embed_cost[part]["dim"]) for part in part_names(backbone))
             points = [store.get(_probe_key("head", head_name, dim, config),

@@ -43,6 +43,7 @@ from .base import BACKBONES, FlowBackbone, ImageBackbone
 from .i3d import OUTPUT_DIM as I3D_DIM
 from .inflate import DEFAULT_TEMPORAL, inflate
 from .keras_apps import MobileNetV2
+from .kinetics import convert_command
 from .r2plus1d import OUTPUT_DIM as R2PLUS1D_DIM
 
 CLIP_VERSION = "clip-v1"
@@ -251,7 +252,6 @@ class ClipNetworkBackbone(ClipStream):
     `finish_video` the rest, as `ClipBackbone`."""
 
     builder: ClassVar[str]  # "module:function" building the network (input_size, clip_length) -> keras.Model
-    convert_hint: ClassVar[str]  # the conversion command of its Kinetics checkpoint, for error messages
     clips_per_batch = 8  # clips per forward pass: bounds memory at 16 x 224 x 224 x 3 per clip
 
     def __init__(self, clip_length: int = 16, clip_stride: int = 1, input_size: int | None = None,
@@ -262,6 +262,11 @@ class ClipNetworkBackbone(ClipStream):
         self._model: Any = None
         self._forward: Any = None
         self.start_video()
+
+    @property
+    def convert_hint(self) -> str:
+        """The conversion command of its Kinetics checkpoint, for error messages."""
+        return convert_command(self.name, source="CHECKPOINT")
 
     def _normalise_weights(self, weights: str | os.PathLike | None) -> str:
         if weights is None or str(weights).lower() == "none":
@@ -355,7 +360,6 @@ class I3D(ClipNetworkBackbone):
     default_input_size = 224
     output_dim = I3D_DIM
     builder = ".i3d:build_i3d"
-    convert_hint = "python -m mbr_bench.benchmark.backbones.kinetics i3d CHECKPOINT OUT.npz"
     preprocessing = "scale to [-1, 1]; I3D on each frame's centred clip, pooled over time and space"
 
 
@@ -366,7 +370,6 @@ class R2Plus1D18(ClipNetworkBackbone):
     default_input_size = 112
     output_dim = R2PLUS1D_DIM
     builder = ".r2plus1d:build_r2plus1d_18"
-    convert_hint = "python -m mbr_bench.benchmark.backbones.kinetics r2plus1d_18 CHECKPOINT OUT.npz"
     preprocessing = "Kinetics mean and std; R(2+1)D-18 on each frame's centred clip, pooled over time and space"
 
 

@@ -37,8 +37,8 @@ _SONNET_NAMES = {"w": "kernel", "b": "bias", "beta": "beta", "gamma": "gamma", "
                  "moving_variance": "moving_variance"}
 
 
-def convert_command(arch: str = "{r2plus1d_18,i3d}", out: str | os.PathLike = "OUT.npz") -> str:
-    return f"python -m mbr_bench.benchmark.backbones.kinetics {arch} SOURCE {out}"
+def convert_command(arch: str = "{r2plus1d_18,i3d}", out: str | os.PathLike = "OUT.npz", source: str = "SOURCE") -> str:
+    return f"python -m mbr_bench.benchmark.backbones.kinetics {arch} {source} {out}"
 
 
 # --- converters ---------------------------------------------------------------------------------
@@ -144,8 +144,7 @@ def load_weights_file(model: Any, path: str | os.PathLike) -> None:
                            f".npz or a .weights.h5, or {_fix(model)}")
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            arrays = read_npz(path)
         except (OSError, ValueError) as error:
             raise WeightsError(f"{path}: not a readable .npz ({_one_line(error)}); {_fix(model)}") from error
         assign_weights(model, arrays, str(path))
@@ -174,6 +173,12 @@ def load_weights_file(model: Any, path: str | os.PathLike) -> None:
             problem if isinstance(problem, BaseException) else None)
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz`, read into memory (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
 def _one_line(error: BaseException | str) -> str:
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return (text or type(error).__name__)[:240]
@@ -184,8 +189,7 @@ def _one_line(error: BaseException | str) -> str:
 def read_torch_state_dict(source: Path) -> dict[str, np.ndarray]:
     """A torchvision `.pth` state dict (needs PyTorch), or an `.npz` of its arrays keyed like it."""
     if source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return read_npz(source)
     try:
         import torch
     except ImportError as error:
@@ -202,8 +206,7 @@ def read_tf_checkpoint(source: Path) -> dict[str, np.ndarray]:
     """A TensorFlow checkpoint (its prefix, e.g. data/checkpoints/rgb_imagenet/model.ckpt), or an `.npz`
     of its variables keyed like it."""
     if source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return read_npz(source)
     from ..tf_runtime import import_tensorflow
 
     tf = import_tensorflow()

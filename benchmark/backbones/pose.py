@@ -287,8 +287,8 @@ class PoseFeatures(_PoseBackboneBase):
         turning = np.log1p(np.abs(_turning(track.angle, fps)))[:, None]
         elongation = (track.length / track.body)[:, None]  # shortens when the mouse rears or hunches
         signals = np.concatenate([signals, turning, elongation], axis=1)
-        displacement = np.nan_to_num(displacement_signals(tracks, fps, scale, self.motion), nan=0.0)
-        blocks = [positions, distances, angles, signals, window_stats(signals, fps, self.motion), displacement]
+        blocks = [positions, distances, angles, signals, window_stats(signals, fps, self.motion),
+                  displacement_signals(tracks, fps, scale, self.motion)]  # NaN of a never-tracked part: 0 in _finish
         if self.arena != "none":
             arena = Arena(*geometry.arena) if geometry.arena else Arena.from_track(track.centre)
             blocks.append(arena_features(track.centre, track.front, arena, track.body))
